@@ -1,0 +1,203 @@
+"""Task samplers over gymnasium envs, with the reference's seeding and episode metrics.
+
+A *task* is one episode. A :class:`GymTaskSampler` owns one env and hands out tasks:
+
+* ``train``: endless episodes; each reset draws a fresh env seed from the sampler's own RNG,
+  which is seeded from the run seed and the sampler index.
+* ``valid`` / ``test``: a fixed list of env seeds, ``range(k*p, k*p + k)`` for sampler ``p``
+  with ``k`` episodes per sampler, played in order and identical for every checkpoint; the
+  sampler is exhausted after its last one.
+
+Episode metrics: ``reward`` (undiscounted return), ``ep_length`` (env steps) and ``success``
+(1 if the return is above ``success_threshold``; the reference's generic fallback uses 0).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MODES = ("train", "valid", "test")
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Return the gymnasium id to make for ``env_id``.
+
+    A deprecated version (the tutorial's ``LunarLanderContinuous-v2``) maps to the newest
+    registered version with one log line; an unknown id raises ``ValueError`` naming close ids.
+    """
+    if env_id in gym.registry:
+        return env_id
+    ns, name, version = gym.envs.registration.parse_env_id(env_id)
+    newest = gym.envs.registration.find_highest_version(ns, name)
+    if newest is not None and version is not None and version < newest:
+        new_id = gym.envs.registration.get_env_id(ns, name, newest)
+        log.info("env id %s is deprecated in gymnasium; using %s", env_id, new_id)
+        return new_id
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"env_id: gymnasium does not know {env_id!r}{hint}")
+
+
+class GymTaskSampler:
+    """One env and its stream of tasks (episodes).
+
+    Args:
+        env_id: a gymnasium id (already resolved by :func:`resolve_env_id`).
+        env_kwargs: extra ``gym.make`` arguments.
+        success_threshold: an episode succeeds when its return is strictly above this.
+        seed: seeds this sampler's RNG (train mode); ignored when ``task_seeds`` is given.
+        task_seeds: fixed env seeds, one per episode (valid/test); ``None`` means endless train tasks.
+        render: create the env with ``render_mode="rgb_array"`` (slower: only for videos).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        success_threshold: float,
+        seed: int | None,
+        task_seeds: list[int] | None,
+        render: bool = False,
+    ) -> None:
+        self.env = gym.make(env_id, render_mode="rgb_array" if render else None, **env_kwargs)
+        self.success_threshold = success_threshold
+        self.task_seeds = task_seeds
+        self.rng = np.random.default_rng(seed)
+        self.next_task = 0  # index into task_seeds
+        self.episode_seed: int | None = None
+        self.actions: list[np.ndarray] = []  # this episode's actions, replayed on resume
+        self.ep_return = 0.0
+        self.ep_length = 0
+
+    def reset(self) -> np.ndarray | None:
+        """Start the next task; returns its first observation, or ``None`` when exhausted."""
+        if self.task_seeds is None:
+            seed = int(self.rng.integers(2**31 - 1))
+        elif self.next_task < len(self.task_seeds):
+            seed = self.task_seeds[self.next_task]
+            self.next_task += 1
+        else:
+            self.episode_seed = None
+            return None
+        return self._start(seed)
+
+    def _start(self, seed: int) -> np.ndarray:
+        self.episode_seed = seed
+        self.actions = []
+        self.ep_return = 0.0
+        self.ep_length = 0
+        obs, _ = self.env.reset(seed=seed)
+        return obs
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict | None]:
+        """Step the env with an (unclipped) action; the env clips it itself.
+
+        Returns ``(obs, reward, terminated, truncated, metrics)``; ``metrics`` is the finished
+        episode's dict (else ``None``) and ``obs`` is then the episode's final observation.
+        """
+        obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.actions.append(np.array(action, dtype=np.float32))
+        self.ep_return += float(reward)
+        self.ep_length += 1
+        metrics = None
+        if terminated or truncated:
+            metrics = {
+                "reward": self.ep_return,
+                "ep_length": self.ep_length,
+                "success": float(self.ep_return > self.success_threshold),
+                "seed": self.episode_seed,
+            }
+        return obs, float(reward), bool(terminated), bool(truncated), metrics
+
+    def render(self) -> np.ndarray:
+        """The current frame, ``[H, W, 3]`` uint8 (needs ``render=True``)."""
+        return self.env.render()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this exact episode stream in a new process.
+
+        Box2D worlds cannot be pickled, so the episode is stored as its seed and the actions
+        taken so far; :meth:`load_state_dict` replays them to reach the same env state.
+        """
+        actions = np.stack(self.actions) if self.actions else np.zeros((0,) + self.env.action_space.shape, np.float32)
+        return {
+            "rng": self.rng.bit_generator.state,
+            "next_task": self.next_task,
+            "episode_seed": self.episode_seed,
+            "actions": actions.tolist(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> np.ndarray | None:
+        """Restore :meth:`state_dict`; returns the current observation (``None`` if exhausted)."""
+        self.rng.bit_generator.state = state["rng"]
+        self.next_task = state["next_task"]
+        self.episode_seed = state["episode_seed"]
+        if self.episode_seed is None:
+            return None
+        obs = self._start(self.episode_seed)
+        for action in state["actions"]:
+            obs, *_ = self.step(np.asarray(action, dtype=np.float32))
+        return obs
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class GymTaskFactory:
+    """Builds the task samplers of one gymnasium env for every mode (``conf/env/*.yaml``).
+
+    Args:
+        env_id: gymnasium id; deprecated versions map to the newest (``-v2`` → ``-v3``).
+        env_kwargs: extra ``gym.make`` arguments, e.g. ``{gravity: -9.0}``.
+        success_threshold: an episode succeeds when its undiscounted return is strictly above this.
+        valid_episodes_per_sampler: fixed-seed episodes each valid sampler plays (reference: 3).
+        test_episodes_per_sampler: the same for test samplers (reference: 3).
+    """
+
+    def __init__(
+        self,
+        env_id: str = "LunarLanderContinuous-v2",
+        env_kwargs: dict[str, Any] | None = None,
+        success_threshold: float = 0.0,
+        valid_episodes_per_sampler: int = 3,
+        test_episodes_per_sampler: int = 3,
+    ) -> None:
+        for key, value in (("valid_episodes_per_sampler", valid_episodes_per_sampler),
+                           ("test_episodes_per_sampler", test_episodes_per_sampler)):
+            if value < 1:
+                raise ValueError(f"{key}: must be >= 1, got {value}")
+        self.env_id = resolve_env_id(env_id)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.success_threshold = float(success_threshold)
+        self.episodes_per_sampler = {"valid": valid_episodes_per_sampler, "test": test_episodes_per_sampler}
+        probe = gym.make(self.env_id, **self.env_kwargs)
+        self.observation_space = probe.observation_space
+        self.action_space = probe.action_space
+        probe.close()
+
+    def task_seeds(self, mode: str, index: int) -> list[int] | None:
+        """Fixed env seeds of sampler ``index`` in ``mode`` (``None`` for train)."""
+        if mode == "train":
+            return None
+        k = self.episodes_per_sampler[mode]
+        return list(range(k * index, k * index + k))
+
+    def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler:
+        """Sampler ``index`` of ``mode``; its RNG is seeded from ``(run_seed, index)``."""
+        if mode not in MODES:
+            raise ValueError(f"mode: must be one of {MODES}, got {mode!r}")
+        return GymTaskSampler(
+            self.env_id,
+            self.env_kwargs,
+            self.success_threshold,
+            seed=np.random.SeedSequence([run_seed, index]).generate_state(1)[0].item(),
+            task_seeds=self.task_seeds(mode, index),
+            render=render,
+        )

@@ -1,0 +1,155 @@
+"""Compose the run config with Hydra, build its objects, and train.
+
+    python launch.py                                      # the tutorial's experiment, as in the reference
+    python launch.py env=lunar_lander_continuous algo=ppo seed=1
+    python launch.py experiment=smoke                     # a few seconds through every code path
+    python launch.py run_dir=outputs/my_run resume=true   # continue an interrupted run where it stopped
+    python launch.py --cfg job                            # print the composed config and exit
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("launch")
+
+CODE_DIR = Path(__file__).resolve().parent
+GROUPS = ["env", "model", "algo", "pipeline", "machine", "logger"]
+# Groups a resumed run may change (where it runs, where it logs); the others come from the run's saved config.
+RESUME_MAY_CHANGE = {"machine", "logger"}
+MODES = ("train",)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k2: v2 for k, v in node.items() for k2, v2 in _flatten(v, f"{prefix}{k}.").items()}
+    if isinstance(node, list):
+        return {k2: v2 for i, v in enumerate(node) for k2, v2 in _flatten(v, f"{prefix[:-1]}[{i}].").items()}
+    return {prefix[:-1]: node}
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    from rl_core.config_check import ConfigError
+
+    expected = {"seed": int, "resume": bool, "mode": str, "run_dir": str}
+    for key, tp in expected.items():
+        value = cfg[key]
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if cfg.checkpoint is not None and not isinstance(cfg.checkpoint, str):
+        raise ConfigError(f"checkpoint: expected a file path, got {cfg.checkpoint!r}")
+    if cfg.resume and cfg.checkpoint:
+        raise ConfigError("checkpoint: give either resume=true (continue this run) or checkpoint=FILE "
+                          "(new run from those weights), not both")
+
+
+def config_for_resume(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The run's saved config, with this command's machine, logger and top-level switches.
+
+    Other differences are listed in a warning and ignored: a run continues as it started.
+    """
+    from rl_core.checkpoint import CheckpointError
+
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        raise CheckpointError(f"resume=true but {run_dir} holds no config.yaml of an earlier run; "
+                              "point run_dir at the run to continue")
+    saved = OmegaConf.load(saved_file)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    before = OmegaConf.to_container(saved, resolve=True)
+    keep = [g for g in GROUPS if g not in RESUME_MAY_CHANGE] + ["seed"]
+    a, b = _flatten({k: before.get(k) for k in keep}), _flatten({k: now.get(k) for k in keep})
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if changed:
+        log.warning("resume keeps the run's saved config; ignoring: %s",
+                    ", ".join(f"{k}={b.get(k)!r} (saved {a.get(k)!r})" for k in changed))
+    merged = OmegaConf.merge(saved, {g: cfg[g] for g in RESUME_MAY_CHANGE},
+                             {"resume": True, "run_dir": cfg.run_dir, "checkpoint": None})
+    return merged
+
+
+def _instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of one group; a constructor's ValueError becomes a ConfigError naming the key."""
+    from hydra.errors import InstantiationException
+
+    from rl_core.config_check import ConfigError
+
+    try:
+        return hydra.utils.instantiate(cfg[group], **kwargs)
+    except InstantiationException as e:
+        cause = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        full_key = re.search(r"full_key: (\S+)", str(e))
+        where = full_key.group(1) if full_key else group
+        if isinstance(cause, ValueError):
+            raise ConfigError(f"{where}.{cause}" if re.match(r"^\w+: ", str(cause)) else f"{where}: {cause}") from None
+        raise ConfigError(f"{where}: {type(cause).__name__}: {cause}") from None
+
+
+def train(cfg: DictConfig) -> float:
+    """Build everything from ``cfg`` and train; returns the final validation mean reward."""
+    import gymnasium as gym
+    import torch
+
+    from rl_core.config_check import ConfigError, check_config
+    from rl_core.console import print_config_tree
+    from rl_core.provenance import save_provenance
+    from rl_core.trainer import Trainer
+
+    check_top_level(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.resume:
+        cfg = config_for_resume(cfg, run_dir)
+    check_config(cfg, GROUPS)
+    print_config_tree(cfg)
+    torch.manual_seed(cfg.seed)  # model init
+    factory = _instantiate(cfg, "env")
+    if not isinstance(factory.action_space, gym.spaces.Box):
+        raise ConfigError(f"env.env_id: {factory.env_id} has action space {factory.action_space}; "
+                          f"{cfg.model._target_} needs a continuous (Box) one")
+    model = _instantiate(cfg, "model", obs_dim=int(factory.observation_space.shape[0]),
+                         action_dim=int(factory.action_space.shape[0]))
+    trainer = Trainer(
+        run_dir=run_dir, task_factory=factory, model=model, loss=_instantiate(cfg, "algo"),
+        pipeline=_instantiate(cfg, "pipeline"), machine=_instantiate(cfg, "machine"),
+        logger=_instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
+        resume=cfg.resume, init_weights=cfg.checkpoint,
+    )
+    save_provenance(run_dir, cfg, CODE_DIR)
+    log.info("run dir: %s", run_dir)
+    result = trainer.train()
+    log.info("done: %d env steps; final valid reward %.1f, success %.2f; outputs in %s",
+             trainer.state.total_steps, result["reward"], result["success"], run_dir)
+    return result["reward"]
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from envs.vector import SamplerError
+    from rl_core.checkpoint import CheckpointError
+    from rl_core.config_check import ConfigError
+    from rl_core.trainer import TrainingInterrupted
+
+    try:
+        return train(cfg)
+    except (ConfigError, CheckpointError, SamplerError, TrainingInterrupted) as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher records the failed job and goes on
+        log.error("error: %s", e)
+        sys.exit(3 if isinstance(e, TrainingInterrupted) else 2)
+
+
+if __name__ == "__main__":
+    main()

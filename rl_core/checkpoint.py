@@ -1,0 +1,71 @@
+"""Checkpoint files: written atomically, found by the step count in their name, loaded safely."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the run."""
+
+
+def checkpoint_path(run_dir: Path, total_steps: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"ckpt_{total_steps:010d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(env steps, path)`` of every checkpoint of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = [(int(m.group(1)), p) for p in folder.glob("ckpt_*.pt") if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
+    """Write ``state`` to ``path`` through a temporary file and a rename: a kill mid-write leaves
+    the earlier checkpoints intact and never a half-written file under a checkpoint's name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True`` (no arbitrary code); a bad file raises ``CheckpointError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]}); it was left as it is") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no model state; it was left as it is")
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights, naming the first parameter whose name or shape does not match the config's model."""
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if name not in own:
+            raise CheckpointError(f"{source}: parameter {name} does not exist in the configured model")
+        if own[name].shape != tensor.shape:
+            raise CheckpointError(f"{source}: parameter {name} has shape {tuple(tensor.shape)} in the checkpoint "
+                                  f"but {tuple(own[name].shape)} in the configured model")
+    missing = sorted(set(own) - set(weights))
+    if missing:
+        raise CheckpointError(f"{source}: parameter {missing[0]} of the configured model is missing from the checkpoint")
+    model.load_state_dict(weights)

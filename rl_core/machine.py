@@ -1,0 +1,50 @@
+"""Where and how a run executes: samplers, worker processes, device, torch threads (``conf/machine``)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+START_METHODS = ("spawn", "forkserver", "fork")
+
+
+class Machine:
+    """Args:
+        num_samplers: training env samplers (reference: 8); a rollout has ``num_steps × num_samplers`` steps.
+        num_workers: worker processes stepping training samplers beside the learner; ``0`` steps them
+            in the learner process, ``null`` means one per core less the learner's.
+        valid_samplers / test_samplers: samplers for evaluation, stepped in the learner process (reference: 1).
+        devices: CUDA device indices; empty means CPU (reference). The first one is used.
+        torch_threads: intra-op threads for the PPO update; ``null`` means one per core.
+        start_method: multiprocessing start method for the workers.
+    """
+
+    def __init__(self, num_samplers: int = 8, num_workers: int | None = 0, valid_samplers: int = 1,
+                 test_samplers: int = 1, devices: list[int] | None = None, torch_threads: int | None = None,
+                 start_method: str = "spawn") -> None:
+        for key in ("num_samplers", "valid_samplers", "test_samplers"):
+            if locals()[key] < 1:
+                raise ValueError(f"{key}: must be >= 1, got {locals()[key]}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers: must be >= 0 or null, got {num_workers}")
+        if torch_threads is not None and torch_threads < 1:
+            raise ValueError(f"torch_threads: must be >= 1 or null, got {torch_threads}")
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method: must be one of {START_METHODS}, got {start_method!r}")
+        self.devices = list(devices or [])
+        if self.devices and not torch.cuda.is_available():
+            raise ValueError(f"devices: CUDA device(s) {self.devices} requested but torch sees no CUDA; use [] for CPU")
+        if self.devices and max(self.devices) >= torch.cuda.device_count():
+            raise ValueError(f"devices: {self.devices} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.num_samplers = num_samplers
+        self.num_workers = max(cores - 1, 0) if num_workers is None else num_workers
+        self.valid_samplers = valid_samplers
+        self.test_samplers = test_samplers
+        self.torch_threads = torch_threads or cores
+        self.start_method = start_method
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(f"cuda:{self.devices[0]}") if self.devices else torch.device("cpu")

@@ -1,0 +1,95 @@
+"""The training pipeline: stages of losses, each for a number of env steps, and shared settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+
+STAGE_SETTINGS = ("num_steps", "update_repeats", "num_mini_batch", "gamma", "use_gae", "gae_lambda",
+                  "bootstrap_truncation", "max_grad_norm")
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """The rollout and update settings in force during one stage."""
+
+    num_steps: int
+    update_repeats: int
+    num_mini_batch: int
+    gamma: float
+    use_gae: bool
+    gae_lambda: float
+    bootstrap_truncation: bool
+    max_grad_norm: float
+
+
+class PipelineStage:
+    """One stage: which losses train for how many env steps, and which settings it overrides.
+
+    A stage ends at the start of the first rollout at which it has run ``max_stage_steps`` env steps
+    (summed over samplers), so it can overshoot by up to one rollout, as in the reference.
+    ``None`` for a setting means the pipeline's value.
+    """
+
+    def __init__(self, max_stage_steps: int, loss_names: list[str] | None = None, num_steps: int | None = None,
+                 update_repeats: int | None = None, num_mini_batch: int | None = None, gamma: float | None = None,
+                 use_gae: bool | None = None, gae_lambda: float | None = None,
+                 bootstrap_truncation: bool | None = None, max_grad_norm: float | None = None) -> None:
+        if max_stage_steps <= 0:
+            raise ValueError(f"max_stage_steps: must be > 0, got {max_stage_steps}")
+        self.max_stage_steps = max_stage_steps
+        self.loss_names = loss_names
+        self.overrides = {k: v for k, v in locals().items() if k in STAGE_SETTINGS and v is not None}
+
+
+class TrainingPipeline:
+    """Stages plus the settings they share (``conf/pipeline/*.yaml``).
+
+    Args:
+        stages: run in order; the run ends after the last.
+        optimizer: a partial taking the model's parameters (e.g. Adam with its lr).
+        lr_scheduler: a partial taking the optimizer (e.g. ``EnvStepLR`` with ``LinearDecay``), or None.
+        num_steps: rollout length per sampler; one rollout is ``num_steps × samplers`` env steps.
+        update_repeats: passes over each rollout.
+        num_mini_batch: minibatches per pass, split by sampler.
+        gamma, use_gae, gae_lambda, bootstrap_truncation: see ``rl_core.returns.compute_returns``.
+        max_grad_norm: L2 gradient-norm clip.
+        save_interval: checkpoint once this many env steps passed since the last (and at the end).
+        metric_accumulate_interval: log train metrics once this many env steps accumulated.
+    """
+
+    def __init__(self, stages: list[PipelineStage], optimizer: Callable[..., torch.optim.Optimizer],
+                 lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+                 num_steps: int = 2000, update_repeats: int = 80, num_mini_batch: int = 1, gamma: float = 0.99,
+                 use_gae: bool = False, gae_lambda: float = 0.95, bootstrap_truncation: bool = False,
+                 max_grad_norm: float = 100.0, save_interval: int = 200_000,
+                 metric_accumulate_interval: int = 50_000) -> None:
+        args = dict(locals())
+        if not stages:
+            raise ValueError("stages: needs at least one stage")
+        for key in ("num_steps", "update_repeats", "num_mini_batch", "save_interval", "metric_accumulate_interval"):
+            if args[key] <= 0:
+                raise ValueError(f"{key}: must be > 0, got {args[key]}")
+        if not 0 < gamma <= 1 or not 0 <= gae_lambda <= 1:
+            raise ValueError(f"gamma, gae_lambda: must lie in (0, 1] and [0, 1], got {gamma}, {gae_lambda}")
+        self.stages = stages
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.save_interval = save_interval
+        self.metric_accumulate_interval = metric_accumulate_interval
+        self.defaults = {k: args[k] for k in STAGE_SETTINGS}
+        for i, stage in enumerate(stages):
+            settings = self.settings(i)
+            if settings.num_mini_batch < 1 or settings.num_steps < 1 or settings.update_repeats < 1:
+                raise ValueError(f"stages[{i}]: num_steps, update_repeats and num_mini_batch must be >= 1")
+
+    @property
+    def total_steps(self) -> int:
+        """Env steps of all stages together (before any overshoot)."""
+        return sum(s.max_stage_steps for s in self.stages)
+
+    def settings(self, stage_index: int) -> StageSettings:
+        merged = {**self.defaults, **self.stages[stage_index].overrides}
+        return StageSettings(**{f.name: merged[f.name] for f in fields(StageSettings)})

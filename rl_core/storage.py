@@ -1,0 +1,51 @@
+"""Rollout storage: one rollout of ``T`` steps from ``N`` samplers, preallocated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class RolloutStorage:
+    """Tensors of one rollout (``D`` obs dims, ``A`` action dims, ``K`` log-prob entries per step).
+
+    obs ``[T+1, N, D]`` (obs[T] is the first of the next rollout), actions ``[T, N, A]``,
+    log_probs ``[T, N, K]``, values ``[T+1, N]``, rewards / terminated / truncated /
+    final_values ``[T, N]``; returns ``[T, N]`` after :meth:`set_returns`.
+    """
+
+    def __init__(self, num_steps: int, num_samplers: int, obs_dim: int, action_dim: int,
+                 log_prob_dims: int, device: torch.device) -> None:
+        T, N = num_steps, num_samplers
+        self.num_steps, self.num_samplers = T, N
+        z = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
+        self.obs = z(T + 1, N, obs_dim)
+        self.actions = z(T, N, action_dim)
+        self.log_probs = z(T, N, log_prob_dims)
+        self.values = z(T + 1, N)
+        self.rewards = z(T, N)
+        self.terminated = z(T, N)
+        self.truncated = z(T, N)
+        self.final_values = z(T, N)
+        self.returns = z(T, N)
+        self.advantages = z(T, N)
+
+    def start_next(self) -> None:
+        """Carry the last observation over as the first of the next rollout."""
+        self.obs[0].copy_(self.obs[-1])
+
+    def minibatches(self, num_mini_batch: int, generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield ``num_mini_batch`` batches split by sampler (not by time step), flattened to ``[T*n, ...]``."""
+        perm = torch.randperm(self.num_samplers, generator=generator) if num_mini_batch > 1 else torch.arange(self.num_samplers)
+        for idx in perm.chunk(num_mini_batch):
+            idx = idx.to(self.obs.device)
+            flat = lambda x: x[:, idx].reshape(-1, *x.shape[2:])  # noqa: E731
+            yield {
+                "obs": flat(self.obs[:-1]),
+                "actions": flat(self.actions),
+                "old_log_probs": flat(self.log_probs),
+                "old_values": flat(self.values[:-1]),
+                "returns": flat(self.returns),
+                "advantages": flat(self.advantages),
+            }

@@ -1,0 +1,305 @@
+"""On-policy training: collect a rollout, compute returns, update, log, checkpoint, validate.
+
+Steps are env steps summed over samplers: one rollout is ``num_steps × num_samplers`` of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.tasks import GymTaskFactory
+from envs.vector import Samplers
+from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
+                                load_model_weights, save_checkpoint)
+from rl_core.evaluation import METRICS, evaluate, summarize
+from rl_core.loggers import TensorBoardLogger
+from rl_core.machine import Machine
+from rl_core.pipeline import StageSettings, TrainingPipeline
+from rl_core.ppo import PPOLoss, ppo_update, prepare_advantages
+from rl_core.progress import TrainProgress
+from rl_core.schedules import EnvStepLR, LinearDecay
+from rl_core.storage import RolloutStorage
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; ``resume=true`` continues it."""
+
+
+@dataclass
+class TrainState:
+    """Counters saved in every checkpoint; all in env steps summed over samplers unless named otherwise."""
+
+    total_steps: int = 0
+    stage_index: int = 0
+    stage_steps: int = 0
+    rollouts: int = 0
+    last_save_steps: int = 0
+    last_log_steps: int = 0
+
+
+class MetricWindow:
+    """Episode metrics and loss terms accumulated between two train-log points."""
+
+    def __init__(self) -> None:
+        self.episodes: list[dict[str, float]] = []
+        self.losses: list[dict[str, float]] = []
+        self.steps = 0
+        self.wall_s = 0.0
+        self.collect_s = 0.0
+
+    def summary(self, lr: float, stage: int) -> dict[str, float]:
+        out = {f"train/{k}": float(np.mean([e[k] for e in self.episodes])) for k in METRICS if self.episodes}
+        for k in self.losses[0] if self.losses else ():
+            name = "train/total_loss" if k == "total_loss" else f"train/ppo_loss/{k}"
+            out[name] = float(np.mean([d[k] for d in self.losses]))
+        out["train/lr"] = lr
+        out["train/pipeline_stage"] = float(stage)
+        out["train/approx_fps"] = self.steps / max(self.wall_s, 1e-9)
+        out["train/env_steps_per_s"] = self.steps / max(self.collect_s, 1e-9)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"episodes": self.episodes, "losses": self.losses}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episodes, self.losses = list(state["episodes"]), list(state["losses"])
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask for a checkpoint at the next rollout boundary; a second SIGINT stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for s in self.SIGNALS:
+            try:
+                self.previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. some launchers): no handler
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: saving a checkpoint after this rollout (Ctrl-C again to quit now)",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class Trainer:
+    """Trains ``model`` with the losses and stages of ``pipeline`` on tasks from ``task_factory``.
+
+    Args:
+        run_dir: the job's folder: checkpoints, TensorBoard events and ``valid.json`` go here.
+        config: the resolved run config, stored in every checkpoint.
+        resume: continue from the newest checkpoint in ``run_dir``.
+        init_weights: a checkpoint whose model weights start the run (optimizer and steps start fresh).
+    """
+
+    def __init__(self, run_dir: Path, task_factory: GymTaskFactory, model: torch.nn.Module, loss: PPOLoss,
+                 pipeline: TrainingPipeline, machine: Machine, logger: TensorBoardLogger, seed: int,
+                 config: dict[str, Any], resume: bool = False, init_weights: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.factory, self.loss, self.pipeline, self.machine, self.logger = task_factory, loss, pipeline, machine, logger
+        self.seed, self.config = seed, config
+        self.device = machine.device
+        self.model = model.to(self.device)
+        for i, stage in enumerate(pipeline.stages):
+            unknown = set(stage.loss_names or []) - {loss.name}
+            if unknown:
+                raise ValueError(f"pipeline.stages[{i}].loss_names: unknown loss {sorted(unknown)}; "
+                                 f"available: ['{loss.name}']")
+        self.optimizer = pipeline.optimizer(self.model.parameters())
+        self.scheduler = pipeline.lr_scheduler(self.optimizer) if pipeline.lr_scheduler else None
+        if isinstance(self.scheduler, EnvStepLR):
+            for fn in self.scheduler.lr_lambdas:
+                if isinstance(fn, LinearDecay) and fn.steps is None:
+                    fn.steps = pipeline.total_steps
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.state = TrainState()
+        self.window = MetricWindow()
+        self.resume_state: dict[str, Any] | None = None
+        if resume:
+            found = list_checkpoints(self.run_dir)
+            if not found:
+                raise CheckpointError(f"resume=true but {self.run_dir / 'checkpoints'} holds no checkpoint "
+                                      "(ckpt_*.pt); start without resume=true, or point run_dir at the run to continue")
+            self.resume_state = load_checkpoint(found[-1][1], self.device)
+            self._restore(self.resume_state, found[-1][1])
+        elif init_weights:
+            load_model_weights(self.model, load_checkpoint(Path(init_weights), self.device)["model"], Path(init_weights))
+            log.info("starting from the weights of %s", init_weights)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        load_model_weights(self.model, ckpt["model"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("lr_scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        self.state = TrainState(**ckpt["state"])
+        self.generator.set_state(ckpt["generator"])
+        self.window.load_state_dict(ckpt["window"])
+        log.info("resuming %s at step %d", path, self.state.total_steps)
+
+    def _save(self, samplers: Samplers) -> Path:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "state": asdict(self.state),
+            "generator": self.generator.get_state(),
+            "samplers": samplers.state_dicts(),
+            "window": self.window.state_dict(),
+            "config": self.config,
+            "seed": self.seed,
+        }
+        self.state.last_save_steps = self.state.total_steps
+        state["state"]["last_save_steps"] = self.state.total_steps
+        return save_checkpoint(state, checkpoint_path(self.run_dir, self.state.total_steps))
+
+    def _validate(self, ckpt: Path) -> dict[str, float]:
+        """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``."""
+        t0 = time.perf_counter()
+        self.model.eval()
+        episodes = evaluate(self.model, self.factory, "valid", self.machine.valid_samplers, self.device)
+        self.model.train()
+        summary = summarize(episodes)
+        self.logger.log_scalars({f"valid/{k}": v for k, v in summary.items()}, self.state.total_steps)
+        entry = {"training_steps": self.state.total_steps, "checkpoint": ckpt.name, **summary, "episodes": episodes}
+        with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
+            f.write(json.dumps(entry) + "\n")
+        log.info("valid @ %d steps: reward %.1f, success %.2f, ep_length %.0f (%d episodes, %.1f s)",
+                 self.state.total_steps, summary["reward"], summary["success"], summary["ep_length"],
+                 len(episodes), time.perf_counter() - t0)
+        return summary
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _collect(self, samplers: Samplers, storage: RolloutStorage, settings: StageSettings) -> None:
+        """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples."""
+        buf = samplers.buf
+        model, dev = self.model, self.device
+        for t in range(storage.num_steps):
+            mean, value = model(storage.obs[t])
+            action = model.sample(mean, self.generator)
+            storage.actions[t] = action
+            storage.log_probs[t] = model.log_prob(mean, action)
+            storage.values[t] = value
+            self.window.episodes += samplers.step(action.cpu().numpy())
+            storage.rewards[t] = torch.from_numpy(buf.reward).to(dev)
+            storage.terminated[t] = torch.from_numpy(buf.terminated).to(dev)
+            storage.truncated[t] = torch.from_numpy(buf.truncated).to(dev)
+            storage.obs[t + 1] = torch.from_numpy(buf.obs).to(dev)
+            if settings.bootstrap_truncation and buf.truncated.any():
+                rows = torch.from_numpy(np.flatnonzero(buf.truncated)).to(dev)
+                storage.final_values[t, rows] = model(torch.from_numpy(buf.final_obs).to(dev)[rows])[1]
+        storage.values[-1] = model(storage.obs[-1])[1]
+        storage.final_values.mul_(storage.truncated)
+
+    def _advance_stage(self) -> bool:
+        """Move past finished stages (checked at the start of a rollout); False when all are done."""
+        while self.state.stage_index < len(self.pipeline.stages):
+            if self.state.stage_steps < self.pipeline.stages[self.state.stage_index].max_stage_steps:
+                return True
+            self.state.stage_index += 1
+            self.state.stage_steps = 0
+        return False
+
+    def _log_window(self) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        summary = self.window.summary(lr, self.state.stage_index)
+        self.logger.log_scalars(summary, self.state.total_steps)
+        log.info("step %d: reward %s, success %s, %.0f steps/s, loss %.3f, lr %.2e", self.state.total_steps,
+                 f"{summary['train/reward']:.1f}" if "train/reward" in summary else "-",
+                 f"{summary['train/success']:.2f}" if "train/success" in summary else "-",
+                 summary["train/approx_fps"], summary.get("train/total_loss", float("nan")), lr)
+        self.window = MetricWindow()
+        self.state.last_log_steps = self.state.total_steps
+
+    def train(self) -> dict[str, float]:
+        """Run the pipeline to its end; returns the last validation summary."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        m = self.machine
+        resumed = self.resume_state is not None
+        self.logger.open(self.run_dir, resume_step=self.state.total_steps + 1 if resumed else None)
+        last_valid: dict[str, float] = {}
+        storage: RolloutStorage | None = None
+        try:
+            with Samplers(self.factory, "train", m.num_samplers, m.num_workers, self.seed, m.start_method) as samplers, \
+                    StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps) as bar:
+                obs = samplers.load_state_dicts(self.resume_state["samplers"]) if resumed else samplers.reset()
+                self.resume_state = None
+                obs = torch.from_numpy(obs).to(self.device)
+                if self.scheduler is not None:
+                    self.scheduler.step_to(self.state.total_steps)
+                while self._advance_stage():
+                    settings = self.pipeline.settings(self.state.stage_index)
+                    if storage is None or storage.num_steps != settings.num_steps:
+                        storage = RolloutStorage(settings.num_steps, m.num_samplers, obs.shape[-1],
+                                                 self.model.action_dim, self.model.log_prob_dims, self.device)
+                        storage.obs[0] = obs
+                    t0 = time.perf_counter()
+                    torch.set_num_threads(1)  # tiny batched inference; more threads only spin
+                    self._collect(samplers, storage, settings)
+                    t1 = time.perf_counter()
+                    torch.set_num_threads(m.torch_threads)
+                    prepare_advantages(storage, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
+                                       settings.bootstrap_truncation)
+                    losses = ppo_update(self.model, self.loss, self.optimizer, storage, settings.update_repeats,
+                                        settings.num_mini_batch, settings.max_grad_norm, self.generator)
+                    storage.start_next()
+                    obs = storage.obs[0]
+                    steps = settings.num_steps * m.num_samplers
+                    self.state.total_steps += steps
+                    self.state.stage_steps += steps
+                    self.state.rollouts += 1
+                    if self.scheduler is not None:
+                        self.scheduler.step_to(self.state.total_steps)
+                    self.window.losses.append(losses)
+                    self.window.steps += steps
+                    self.window.wall_s += time.perf_counter() - t0
+                    self.window.collect_s += t1 - t0
+                    recent = [e["reward"] for e in self.window.episodes[-50:]]
+                    bar.update(self.state.total_steps, steps / (time.perf_counter() - t0),
+                               float(np.mean(recent)) if recent else None)
+                    if self.state.total_steps - self.state.last_log_steps >= self.pipeline.metric_accumulate_interval:
+                        self._log_window()
+                    if self.state.total_steps - self.state.last_save_steps >= self.pipeline.save_interval:
+                        last_valid = self._validate(self._save(samplers))
+                    if stop.signum is not None:
+                        path = self._save(samplers)
+                        raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} at step "
+                                                  f"{self.state.total_steps}; saved {path}; continue with "
+                                                  f"resume=true run_dir={self.run_dir}")
+                if self.window.steps:
+                    self._log_window()
+                if self.state.last_save_steps != self.state.total_steps or not last_valid:
+                    last_valid = self._validate(self._save(samplers))
+        finally:
+            self.logger.close()
+        (self.run_dir / "DONE").write_text(json.dumps({"total_steps": self.state.total_steps, **last_valid}) + "\n")
+        return last_valid
