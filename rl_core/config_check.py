@@ -26,7 +26,9 @@ class ConfigError(ValueError):
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) is None and hasattr(tp, "__name__"):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
 
 
 def _matches(value: Any, tp: Any) -> bool:

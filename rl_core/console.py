@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.tree import Tree
 
 GROUP_ORDER = ("env", "model", "algo", "pipeline", "machine", "logger")
@@ -36,3 +40,13 @@ def print_config_tree(cfg: DictConfig) -> None:
         else:
             tree.add(f"{key}: [cyan]{cfg[key]!r}")
     Console(stderr=True).print(tree)
+
+
+def console_log_handler() -> logging.Handler:
+    """Log handler for the console: rich (stays above the progress bar) on a terminal, plain
+    unwrapped lines on a pipe or a batch job's log file."""
+    if sys.stderr.isatty():
+        return RichHandler(show_path=False, console=Console(stderr=True))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%H:%M:%S"))
+    return handler

@@ -196,6 +196,18 @@ class Trainer:
                  len(episodes), time.perf_counter() - t0)
         return summary
 
+    def _validated_steps(self) -> set[int]:
+        path = self.run_dir / "valid.json"
+        if not path.is_file():
+            return set()
+        steps = set()
+        for line in path.read_text().splitlines():
+            try:
+                steps.add(json.loads(line)["training_steps"])
+            except (ValueError, KeyError):
+                continue  # a line cut short by a kill
+        return steps
+
     # -- the loop ---------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -253,6 +265,9 @@ class Trainer:
                     StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps) as bar:
                 obs = samplers.load_state_dicts(self.resume_state["samplers"]) if resumed else samplers.reset()
                 self.resume_state = None
+                if resumed and self.state.total_steps not in self._validated_steps():
+                    # the interrupted run saved its newest checkpoint but died before validating it
+                    last_valid = self._validate(checkpoint_path(self.run_dir, self.state.total_steps))
                 obs = torch.from_numpy(obs).to(self.device)
                 if self.scheduler is not None:
                     self.scheduler.step_to(self.state.total_steps)

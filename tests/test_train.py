@@ -1,0 +1,98 @@
+"""Tiny trainings through launch.py: outputs, TensorBoard tags, kill + resume, graceful stop."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import ROOT
+
+# 4 samplers x 100 steps = 400 env steps a rollout; 10 rollouts; checkpoint every 2.
+TINY = ["experiment=smoke", "pipeline.stages.0.max_stage_steps=4000", "pipeline.num_steps=100",
+        "pipeline.save_interval=800", "pipeline.metric_accumulate_interval=400", "pipeline.update_repeats=4"]
+
+
+def _scalars(run_dir):
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _final_weights(run_dir):
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
+    state = torch.load(ckpts[-1], weights_only=True)
+    return state["state"]["total_steps"], state["model"]
+
+
+def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
+    proc = launch(*TINY, f"run_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    steps = [int(p.stem.split("_")[1]) for p in sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))]
+    assert steps == [800, 1600, 2400, 3200, 4000]
+    tags = _scalars(tmp_path)
+    for tag in ["train/reward", "train/ep_length", "train/success", "train/lr", "train/total_loss",
+                "train/pipeline_stage", "train/approx_fps", "train/env_steps_per_s", "train/ppo_loss/ppo_total",
+                "train/ppo_loss/value", "train/ppo_loss/action", "train/ppo_loss/entropy",
+                "valid/reward", "valid/ep_length", "valid/success"]:
+        assert tag in tags, sorted(tags)
+    assert [s for s, _ in tags["train/lr"]] == list(range(400, 4001, 400))
+    # linear decay to 0 over the 4000 steps: lr after 2000 steps is half of 1e-3
+    assert dict(tags["train/lr"])[2000] == __import__("pytest").approx(5e-4)
+    assert all(abs(v - 0.7258) < 1e-4 for _, v in tags["train/ppo_loss/entropy"])
+    valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
+    assert [v["training_steps"] for v in valid] == steps
+    assert all([e["seed"] for e in v["episodes"]] == [0, 1, 2] for v in valid)
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "git.txt").is_file()
+    assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 4000
+
+
+def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch, tmp_path):
+    whole = launch(*TINY, f"run_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, f"run_dir={run}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((run / "checkpoints").glob("ckpt_0000001600.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
+    assert saved and saved[-1] < 4000, saved
+
+    resumed = launch(*TINY, f"run_dir={run}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {saved[-1]}" in resumed.stderr
+    steps_a, weights_a = _final_weights(tmp_path / "whole")
+    steps_b, weights_b = _final_weights(run)
+    assert steps_a == steps_b == 4000
+    for name in weights_a:
+        assert torch.equal(weights_a[name], weights_b[name]), name
+    # TensorBoard: one point per step per tag, none missing after the resume
+    tags = _scalars(run)
+    for tag in ("train/lr", "valid/reward"):
+        steps = [s for s, _ in tags[tag]]
+        assert sorted(set(steps)) == [s for s, _ in _scalars(tmp_path / "whole")[tag]], (tag, steps)
+
+
+def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
+    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, "pipeline.stages.0.max_stage_steps=40000",
+           f"run_dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out
+    assert "stopped by SIGTERM" in out and "resume=true" in out
+    stopped_at = max(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("ckpt_*.pt"))
+    assert stopped_at % 400 == 0 and stopped_at < 40000
+    resumed = launch(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _final_weights(tmp_path)[0] == 40000
