@@ -36,16 +36,17 @@ class RolloutStorage:
         self.obs[0].copy_(self.obs[-1])
 
     def minibatches(self, num_mini_batch: int, generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield ``num_mini_batch`` batches split by sampler (not by time step), flattened to ``[T*n, ...]``."""
-        perm = torch.randperm(self.num_samplers, generator=generator) if num_mini_batch > 1 else torch.arange(self.num_samplers)
+        """Yield ``num_mini_batch`` batches split by sampler (not by time step), flattened to ``[T*n, ...]``.
+
+        A single minibatch is the whole rollout as views (no copy): the reference's 80 full-batch
+        repeats would otherwise copy 16,000 steps each time.
+        """
+        fields = {"obs": self.obs[:-1], "actions": self.actions, "old_log_probs": self.log_probs,
+                  "old_values": self.values[:-1], "returns": self.returns, "advantages": self.advantages}
+        if num_mini_batch == 1:
+            yield {k: v.reshape(-1, *v.shape[2:]) for k, v in fields.items()}
+            return
+        device = generator.device if generator is not None else self.obs.device
+        perm = torch.randperm(self.num_samplers, generator=generator, device=device).to(self.obs.device)
         for idx in perm.chunk(num_mini_batch):
-            idx = idx.to(self.obs.device)
-            flat = lambda x: x[:, idx].reshape(-1, *x.shape[2:])  # noqa: E731
-            yield {
-                "obs": flat(self.obs[:-1]),
-                "actions": flat(self.actions),
-                "old_log_probs": flat(self.log_probs),
-                "old_values": flat(self.values[:-1]),
-                "returns": flat(self.returns),
-                "advantages": flat(self.advantages),
-            }
+            yield {k: v[:, idx].reshape(-1, *v.shape[2:]) for k, v in fields.items()}

@@ -1,0 +1,37 @@
+import torch
+
+from rl_core.storage import RolloutStorage
+
+
+def _storage():
+    s = RolloutStorage(num_steps=3, num_samplers=4, obs_dim=2, action_dim=2, log_prob_dims=2, device=torch.device("cpu"))
+    # obs[t, n] = (n, t) so every row says which sampler and step it came from
+    for t in range(4):
+        for n in range(4):
+            s.obs[t, n] = torch.tensor([n, t], dtype=torch.float32)
+    s.returns.copy_(torch.arange(12, dtype=torch.float32).reshape(3, 4))
+    return s
+
+
+def test_one_minibatch_is_the_whole_rollout_without_copies():
+    s = _storage()
+    (batch,) = list(s.minibatches(1))
+    assert batch["obs"].shape == (12, 2) and batch["returns"].shape == (12,)
+    assert batch["obs"].data_ptr() == s.obs.data_ptr()  # a view
+    assert batch["obs"][:, 1].max() == 2  # obs[T] (the next rollout's first) is not in the batch
+
+
+def test_minibatches_split_by_sampler_not_by_step():
+    s = _storage()
+    batches = list(s.minibatches(2, torch.Generator().manual_seed(0)))
+    assert len(batches) == 2
+    seen = []
+    for b in batches:
+        samplers = b["obs"][:, 0].unique().tolist()
+        assert len(samplers) == 2
+        for n in samplers:  # each sampler's 3 steps stay together, returns matching
+            rows = b["obs"][:, 0] == n
+            assert sorted(b["obs"][rows, 1].tolist()) == [0, 1, 2]
+            assert sorted(b["returns"][rows].tolist()) == [4 * t + n for t in range(3)]
+        seen += samplers
+    assert sorted(seen) == [0, 1, 2, 3]
