@@ -5,6 +5,7 @@
     python launch.py experiment=smoke                     # a few seconds through every code path
     python launch.py run_dir=outputs/my_run resume=true   # continue an interrupted run where it stopped
     python launch.py --cfg job                            # print the composed config and exit
+    python launch.py mode=test run_dir=outputs/my_run     # test its checkpoints, with videos
 """
 
 from __future__ import annotations
@@ -26,7 +27,21 @@ CODE_DIR = Path(__file__).resolve().parent
 GROUPS = ["env", "model", "algo", "pipeline", "machine", "logger"]
 # Groups a resumed run may change (where it runs, where it logs); the others come from the run's saved config.
 RESUME_MAY_CHANGE = {"machine", "logger"}
-MODES = ("train",)
+MODES = ("train", "test")
+# Group options a test run may override on top of the training run's saved config.
+TEST_MAY_CHANGE = ("env", "model", "machine", "logger")
+
+
+def _job_dir(mode: str, run_dir: str, checkpoint: str | None, stamp: str) -> str:
+    """Hydra's job dir: the run itself when training; ``<run>/test/<time>`` when testing, so a test
+    never changes the training run's own files."""
+    if mode != "test":
+        return run_dir
+    base = Path(checkpoint).parent.parent if checkpoint else Path(run_dir)
+    return str(base / "test" / stamp)
+
+
+OmegaConf.register_new_resolver("job_dir", _job_dir, replace=True)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -49,7 +64,7 @@ def check_top_level(cfg: DictConfig) -> None:
         raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     if cfg.checkpoint is not None and not isinstance(cfg.checkpoint, str):
         raise ConfigError(f"checkpoint: expected a file path, got {cfg.checkpoint!r}")
-    if cfg.resume and cfg.checkpoint:
+    if cfg.mode == "train" and cfg.resume and cfg.checkpoint:
         raise ConfigError("checkpoint: give either resume=true (continue this run) or checkpoint=FILE "
                           "(new run from those weights), not both")
 
@@ -135,6 +150,54 @@ def train(cfg: DictConfig) -> float:
     return result["reward"]
 
 
+def test(cfg: DictConfig) -> float:
+    """Evaluate checkpoints of a training run; returns the last tested checkpoint's mean reward."""
+    from rl_core.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from rl_core.config_check import ConfigError, check_config
+    from rl_core.tester import Tester
+
+    check_top_level(cfg)
+    ckpt_file = Path(cfg.checkpoint) if cfg.checkpoint else None
+    run_dir = ckpt_file.parent.parent if ckpt_file else Path(cfg.run_dir)
+    if ckpt_file is not None and not ckpt_file.is_file():
+        raise CheckpointError(f"checkpoint {ckpt_file} does not exist")
+    found = [(0, ckpt_file)] if ckpt_file else list_checkpoints(run_dir)
+    if not found:
+        raise ConfigError(f"run_dir: no checkpoints in {run_dir / 'checkpoints'} "
+                          "(test mode looks for the ckpt_<env steps>.pt files that training writes)")
+    if (run_dir / "config.yaml").is_file():
+        run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    elif ckpt_file is not None:
+        run_cfg = OmegaConf.create(load_checkpoint(ckpt_file)["config"])
+    else:
+        raise ConfigError(f"run_dir: {run_dir} holds no config.yaml of a training run; "
+                          "give the folder a training run wrote, or checkpoint=FILE")
+    for override in HydraConfig.get().overrides.task:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key.split(".")[0] in TEST_MAY_CHANGE and "." in key:
+            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
+        elif key in TEST_MAY_CHANGE:
+            log.warning("test mode builds %s from the run's saved config; ignoring %s", key, override)
+    run_cfg.test = cfg.test
+    check_config(run_cfg, TEST_MAY_CHANGE + ("test",))
+    selection = _instantiate(run_cfg, "test")
+    try:
+        chosen = selection.choose(found)
+    except ValueError as e:
+        raise ConfigError(f"test.{e}") from None
+    factory = _instantiate(run_cfg, "env")
+    model = _instantiate(run_cfg, "model", obs_dim=int(factory.observation_space.shape[0]),
+                         action_dim=int(factory.action_space.shape[0]))
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    log.info("testing %d of %d checkpoint(s) of %s into %s", len(chosen), len(found), run_dir, out_dir)
+    results, failures = Tester(out_dir, factory, model, _instantiate(run_cfg, "machine"), selection,
+                               _instantiate(run_cfg, "logger"), int(run_cfg.seed)).run(chosen)
+    if failures:
+        raise CheckpointError(f"{len(failures)} of {len(chosen)} checkpoint(s) could not be tested "
+                              f"(named above); results of the others are in {out_dir / 'test.json'}")
+    return results[-1]["reward"]
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from envs.vector import SamplerError
@@ -143,7 +206,7 @@ def main(cfg: DictConfig) -> float | None:
     from rl_core.trainer import TrainingInterrupted
 
     try:
-        return train(cfg)
+        return test(cfg) if cfg.mode == "test" else train(cfg)
     except (ConfigError, CheckpointError, SamplerError, TrainingInterrupted) as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the launcher records the failed job and goes on

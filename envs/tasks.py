@@ -189,6 +189,11 @@ class GymTaskFactory:
         k = self.episodes_per_sampler[mode]
         return list(range(k * index, k * index + k))
 
+    def make_fixed(self, seeds: list[int], render: bool = False) -> GymTaskSampler:
+        """A sampler that plays exactly the episodes with env ``seeds``, in order."""
+        return GymTaskSampler(self.env_id, self.env_kwargs, self.success_threshold, seed=None,
+                              task_seeds=list(seeds), render=render)
+
     def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler:
         """Sampler ``index`` of ``mode``; its RNG is seeded from ``(run_seed, index)``."""
         if mode not in MODES:

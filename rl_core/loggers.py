@@ -31,6 +31,13 @@ class TensorBoardLogger:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
 
+    def log_gif(self, tag: str, gif: bytes, shape: tuple[int, ...], step: int) -> None:
+        """An animated GIF in TensorBoard's image tab (what ``add_video`` writes, without moviepy)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=shape[0], width=shape[1], colorspace=3, encoded_image_string=gif)
+        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -20,7 +20,7 @@ from envs.tasks import GymTaskFactory
 from envs.vector import Samplers
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                 load_model_weights, save_checkpoint)
-from rl_core.evaluation import METRICS, evaluate, summarize
+from rl_core.evaluation import METRICS, fixed_tasks, play_tasks, summarize
 from rl_core.loggers import TensorBoardLogger
 from rl_core.machine import Machine
 from rl_core.pipeline import StageSettings, TrainingPipeline
@@ -184,7 +184,8 @@ class Trainer:
         """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``."""
         t0 = time.perf_counter()
         self.model.eval()
-        episodes = evaluate(self.model, self.factory, "valid", self.machine.valid_samplers, self.device)
+        tasks = fixed_tasks(self.factory, "valid", self.machine.valid_samplers)
+        episodes = play_tasks(self.model, self.factory, tasks, self.device)
         self.model.train()
         summary = summarize(episodes)
         self.logger.log_scalars({f"valid/{k}": v for k, v in summary.items()}, self.state.total_steps)
