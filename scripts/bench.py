@@ -63,6 +63,31 @@ def train_run(out: Path, overrides: list[str]) -> dict:
     }
 
 
+def plot_curve(run_dir: Path, png: Path, title: str) -> None:
+    """Train reward (per metric window) and validation reward (per checkpoint) against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for tag, style in (("train/reward", "-"), ("valid/reward", "o-")):
+        points = acc.Scalars(tag)
+        ax.plot([p.step for p in points], [p.value for p in points], style, label=tag)
+    ax.axhline(200, color="grey", ls="--", lw=1, label="solved (200)")
+    ax.set_xlabel("env steps (summed over samplers)")
+    ax.set_ylabel("episode reward")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="train 160k steps instead of the full 1.2M")
@@ -89,6 +114,7 @@ def main() -> None:
           f"collection is {run['collect_share']:.0%} of wall time); {run['train_vs_env_only']:.0%} of env-only")
     print(f"wall time: {run['wall_s']} s for {run['env_steps']} env steps (start-up and validation included)")
     print("valid reward by env steps: " + ", ".join(f"{s}: {v}" for s, v in run["valid_curve"]))
+    plot_curve(run_dir, out / f"{name}_curve.png", f"{name}: {run['wall_s']:.0f} s wall on this machine")
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {out / 'bench.json'}")
 
