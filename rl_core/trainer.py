@@ -180,7 +180,7 @@ class Trainer:
         state["state"]["last_save_steps"] = self.state.total_steps
         return save_checkpoint(state, checkpoint_path(self.run_dir, self.state.total_steps))
 
-    def _validate(self, ckpt: Path) -> dict[str, float]:
+    def _validate(self, ckpt: Path | None) -> dict[str, float]:
         """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``."""
         t0 = time.perf_counter()
         self.model.eval()
@@ -189,7 +189,8 @@ class Trainer:
         self.model.train()
         summary = summarize(episodes)
         self.logger.log_scalars({f"valid/{k}": v for k, v in summary.items()}, self.state.total_steps)
-        entry = {"training_steps": self.state.total_steps, "checkpoint": ckpt.name, **summary, "episodes": episodes}
+        entry = {"training_steps": self.state.total_steps, "checkpoint": ckpt.name if ckpt else None, **summary,
+                 "episodes": episodes}
         with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
             f.write(json.dumps(entry) + "\n")
         log.info("valid @ %d steps: reward %.1f, success %.2f, ep_length %.0f (%d episodes, %.1f s)",
@@ -270,6 +271,8 @@ class Trainer:
                     # the interrupted run saved its newest checkpoint but died before validating it
                     last_valid = self._validate(checkpoint_path(self.run_dir, self.state.total_steps))
                 obs = torch.from_numpy(obs).to(self.device)
+                if not resumed and self.pipeline.validate_initial_weights:
+                    self._validate(None)
                 if self.scheduler is not None:
                     self.scheduler.step_to(self.state.total_steps)
                 while self._advance_stage():

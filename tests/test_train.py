@@ -29,7 +29,7 @@ def _final_weights(run_dir):
 
 
 def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
-    proc = launch(*TINY, f"run_dir={tmp_path}")
+    proc = launch(*TINY, f"run_dir={tmp_path}", "pipeline.validate_initial_weights=true")
     assert proc.returncode == 0, proc.stderr
     steps = [int(p.stem.split("_")[1]) for p in sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))]
     assert steps == [800, 1600, 2400, 3200, 4000]
@@ -44,7 +44,8 @@ def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
     assert dict(tags["train/lr"])[2000] == __import__("pytest").approx(5e-4)
     assert all(abs(v - 0.7258) < 1e-4 for _, v in tags["train/ppo_loss/entropy"])
     valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
-    assert [v["training_steps"] for v in valid] == steps
+    assert [v["training_steps"] for v in valid] == [0] + steps  # the initial weights first
+    assert valid[0]["checkpoint"] is None
     assert all([e["seed"] for e in v["episodes"]] == [0, 1, 2] for v in valid)
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "git.txt").is_file()
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 4000
