@@ -259,6 +259,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         m = self.machine
         resumed = self.resume_state is not None
+        done_file = self.run_dir / "DONE"
+        if resumed and done_file.is_file():
+            log.info("%s already finished at step %d; nothing to resume", self.run_dir, self.state.total_steps)
+            return json.loads(done_file.read_text())
         self.logger.open(self.run_dir, resume_step=self.state.total_steps + 1 if resumed else None)
         last_valid: dict[str, float] = {}
         storage: RolloutStorage | None = None
@@ -320,5 +324,5 @@ class Trainer:
                     last_valid = self._validate(self._save(samplers))
         finally:
             self.logger.close()
-        (self.run_dir / "DONE").write_text(json.dumps({"total_steps": self.state.total_steps, **last_valid}) + "\n")
+        done_file.write_text(json.dumps({"total_steps": self.state.total_steps, **last_valid}) + "\n")
         return last_valid
