@@ -6,13 +6,18 @@
     python launch.py run_dir=outputs/my_run resume=true   # continue an interrupted run where it stopped
     python launch.py --cfg job                            # print the composed config and exit
     python launch.py mode=test run_dir=outputs/my_run     # test its checkpoints, with videos
+    python launch.py --multirun seed=1,2,3 pipeline.optimizer.lr=1e-3,3e-4   # a sweep, with a report at the end
+    python launch.py mode=report sweep_dir=multirun/2026-11-23/10-00-00      # the sweep report again
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +32,34 @@ CODE_DIR = Path(__file__).resolve().parent
 GROUPS = ["env", "model", "algo", "pipeline", "machine", "logger"]
 # Groups a resumed run may change (where it runs, where it logs); the others come from the run's saved config.
 RESUME_MAY_CHANGE = {"machine", "logger"}
-MODES = ("train", "test")
+MODES = ("train", "test", "report")
 # Group options a test run may override on top of the training run's saved config.
 TEST_MAY_CHANGE = ("env", "model", "machine", "logger")
+# Job-dir markers of a sweep job's outcome, beside the trainer's DONE: read by the sweep report and resume.
+FAILED, PREEMPTED = "FAILED", "PREEMPTED"
 
 
-def _job_dir(mode: str, run_dir: str, checkpoint: str | None, stamp: str) -> str:
+def _job_dir(mode: str, run_dir: str, checkpoint: str | None, sweep_dir: str | None, stamp: str) -> str:
     """Hydra's job dir: the run itself when training; ``<run>/test/<time>`` when testing, so a test
-    never changes the training run's own files."""
+    never changes the training run's own files; the sweep dir for its report."""
+    if mode == "report":
+        return sweep_dir or "."
     if mode != "test":
         return run_dir
     base = Path(checkpoint).parent.parent if checkpoint else Path(run_dir)
     return str(base / "test" / stamp)
 
 
+def _parallel_jobs(cores_per_job: int) -> int:
+    """How many jobs of a local sweep the machine's cores carry at once (at least 1)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(cores_per_job)))
+
+
 OmegaConf.register_new_resolver("job_dir", _job_dir, replace=True)
+OmegaConf.register_new_resolver("parallel_jobs", _parallel_jobs, replace=True)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -62,6 +80,8 @@ def check_top_level(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     if cfg.mode not in MODES:
         raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if cfg.mode == "report" and not (isinstance(cfg.sweep_dir, str) and Path(cfg.sweep_dir).is_dir()):
+        raise ConfigError(f"sweep_dir: report mode needs the folder of a multirun, got {cfg.sweep_dir!r}")
     if cfg.checkpoint is not None and not isinstance(cfg.checkpoint, str):
         raise ConfigError(f"checkpoint: expected a file path, got {cfg.checkpoint!r}")
     if cfg.mode == "train" and cfg.resume and cfg.checkpoint:
@@ -113,6 +133,38 @@ def _instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{where}: {type(cause).__name__}: {cause}") from None
 
 
+def job_identity(cfg: DictConfig) -> tuple[str | None, str]:
+    """(group, name) for the loggers: a sweep's jobs share its dir as group; the name adds the overrides."""
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        group = str(hc.sweep.dir)
+        return group, f"{group}/{hc.job.override_dirname or hc.job.num}"
+    return None, str(hc.runtime.output_dir)
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _should_resume(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether this job continues from its dir: asked for (resume=true), or requeued by SLURM after a
+    preemption or time limit (the PREEMPTED marker, or SLURM_RESTART_COUNT with a checkpoint present).
+    A sweep resumed with resume=true starts the jobs that never saved a checkpoint from scratch."""
+    import os
+
+    from rl_core.checkpoint import list_checkpoints
+
+    has_ckpt = bool(list_checkpoints(run_dir))
+    if (run_dir / PREEMPTED).is_file() or (int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and has_ckpt):
+        if has_ckpt:
+            log.info("requeued job: resuming %s from its newest checkpoint", run_dir)
+            return True
+    if cfg.resume and _is_multirun() and not has_ckpt:
+        log.info("resume=true: %s has no checkpoint yet; this job starts from scratch", run_dir)
+        return False
+    return bool(cfg.resume)
+
+
 def train(cfg: DictConfig) -> float:
     """Build everything from ``cfg`` and train; returns the final validation mean reward."""
     import gymnasium as gym
@@ -125,6 +177,9 @@ def train(cfg: DictConfig) -> float:
 
     check_top_level(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    cfg.resume = _should_resume(cfg, run_dir)
+    (run_dir / FAILED).unlink(missing_ok=True)
+    (run_dir / PREEMPTED).unlink(missing_ok=True)
     if cfg.resume:
         cfg = config_for_resume(cfg, run_dir)
     check_config(cfg, GROUPS)
@@ -140,7 +195,7 @@ def train(cfg: DictConfig) -> float:
         run_dir=run_dir, task_factory=factory, model=model, loss=_instantiate(cfg, "algo"),
         pipeline=_instantiate(cfg, "pipeline"), machine=_instantiate(cfg, "machine"),
         logger=_instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
-        resume=cfg.resume, init_weights=cfg.checkpoint,
+        resume=cfg.resume, init_weights=cfg.checkpoint, group=job_identity(cfg)[0], name=job_identity(cfg)[1],
     )
     save_provenance(run_dir, cfg, CODE_DIR)
     log.info("run dir: %s", run_dir)
@@ -198,6 +253,24 @@ def test(cfg: DictConfig) -> float:
     return results[-1]["reward"]
 
 
+def report(cfg: DictConfig) -> float | None:
+    """Write the sweep report of ``sweep_dir``; returns the best group's mean final reward."""
+    from rl_core.report import print_report, report_logger, write_report
+
+    check_top_level(cfg)
+    sweep_dir = Path(cfg.sweep_dir)
+    result = write_report(sweep_dir, float(cfg.solved_reward), report_logger(cfg), str(sweep_dir))
+    print_report(result, sweep_dir)
+    means = [r["mean"] for r in result["rows"] if r["seeds"]]
+    return max(means) if means else None
+
+
+def _write_marker(name: str, **fields: Any) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / name).write_text(json.dumps(fields) + "\n")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from envs.vector import SamplerError
@@ -205,13 +278,26 @@ def main(cfg: DictConfig) -> float | None:
     from rl_core.config_check import ConfigError
     from rl_core.trainer import TrainingInterrupted
 
+    modes = {"train": train, "test": test, "report": report}
     try:
-        return test(cfg) if cfg.mode == "test" else train(cfg)
-    except (ConfigError, CheckpointError, SamplerError, TrainingInterrupted) as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # the launcher records the failed job and goes on
+        return modes.get(cfg.mode, train)(cfg)
+    except TrainingInterrupted as e:
+        if _is_multirun():
+            _write_marker(PREEMPTED, steps=e.steps, signal=e.signum)
         log.error("error: %s", e)
-        sys.exit(3 if isinstance(e, TrainingInterrupted) else 2)
+        if callable(e.handler) and e.handler is not signal.default_int_handler:
+            e.handler(e.signum, None)  # e.g. submitit's: requeue this job (it resumes from the checkpoint)
+        sys.exit(3)  # stops a local sweep too: Ctrl-C means stop, not "next job"
+    except Exception as e:
+        if _is_multirun():
+            if cfg.mode == "train":
+                _write_marker(FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0],
+                              traceback=traceback.format_exc())
+            raise  # the launcher records the failed job, the sweep goes on, and its exit status says so
+        if isinstance(e, (ConfigError, CheckpointError, SamplerError)):
+            log.error("error: %s", e)
+            sys.exit(2)
+        raise
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from rich.table import Table
 from envs.tasks import GymTaskFactory
 from rl_core.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from rl_core.evaluation import fixed_tasks, play_tasks, summarize
-from rl_core.loggers import TensorBoardLogger
+from rl_core.loggers import Logger, RunInfo
 from rl_core.machine import Machine
 from rl_core.selection import TestSelection
 from rl_core.video import GridClip
@@ -29,9 +29,11 @@ class Tester:
     """
 
     def __init__(self, out_dir: Path, factory: GymTaskFactory, model: torch.nn.Module, machine: Machine,
-                 selection: TestSelection, logger: TensorBoardLogger, seed: int) -> None:
+                 selection: TestSelection, logger: Logger, seed: int,
+                 run_info: RunInfo | None = None) -> None:
         self.out_dir, self.factory, self.model, self.machine = Path(out_dir), factory, model, machine
         self.selection, self.logger, self.seed = selection, logger, seed
+        self.run_info = run_info or RunInfo(self.out_dir, "test")
         self.device = machine.device
         self.tasks = fixed_tasks(factory, "test", machine.test_samplers)
 
@@ -54,8 +56,8 @@ class Tester:
         self.logger.log_scalars({f"test/{k}": v for k, v in summary.items()}, training_steps)
         if clip is not None and clip.frames:
             video = clip.write_mp4(self.out_dir / f"video_{training_steps:010d}.mp4", self.selection.video_fps)
-            self.logger.log_gif("test/episode_vid", clip.gif_bytes(self.selection.video_fps), clip.frames[0].shape,
-                                training_steps)
+            self.logger.log_video("test/episode_vid", video, clip.gif_bytes(self.selection.video_fps),
+                                  clip.frames[0].shape, training_steps)
             entry["video"] = str(video)
             entry["video_frames"] = len(clip.frames)
         log.info("test %s (%d steps): reward %.1f ± %.1f, success %.2f, ep_length %.0f over %d episodes (%.1f s)",
@@ -66,8 +68,10 @@ class Tester:
     def run(self, checkpoints: list[tuple[int, Path]]) -> tuple[list[dict[str, Any]], list[str]]:
         """Test each checkpoint; a bad one is named and skipped. Returns (results, failures)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.logger.open(self.out_dir)
-        results, failures = [], []
+        self.logger.open(self.run_info)
+        results: list[dict[str, Any]] = []
+        failures: list[str] = []
+        completed = False
         try:
             for steps, path in checkpoints:
                 try:
@@ -76,8 +80,9 @@ class Tester:
                     log.error("error: %s", e)
                     failures.append(str(e))
                 (self.out_dir / "test.json").write_text(json.dumps(results, indent=1) + "\n")
+            completed = True
         finally:
-            self.logger.close()
+            self.logger.close(failed=not completed or bool(failures))
         self.print_summary(results, failures)
         return results, failures
 

@@ -21,7 +21,7 @@ from envs.vector import Samplers
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                 load_model_weights, save_checkpoint)
 from rl_core.evaluation import METRICS, fixed_tasks, play_tasks, summarize
-from rl_core.loggers import TensorBoardLogger
+from rl_core.loggers import Logger, RunInfo
 from rl_core.machine import Machine
 from rl_core.pipeline import StageSettings, TrainingPipeline
 from rl_core.ppo import PPOLoss, ppo_update, prepare_advantages
@@ -35,7 +35,15 @@ CHECKPOINT_FORMAT = 1
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint; ``resume=true`` continues it."""
+    """Training stopped on a signal after saving a checkpoint; ``resume=true`` continues it.
+
+    ``handler`` is whatever handled ``signum`` before training took it over (submitit's requeue on
+    SIGUSR2, for one): the launcher hands the signal on once the checkpoint is safe.
+    """
+
+    def __init__(self, message: str, signum: int, steps: int, handler: Any = None) -> None:
+        super().__init__(message)
+        self.signum, self.steps, self.handler = signum, steps, handler
 
 
 @dataclass
@@ -48,6 +56,7 @@ class TrainState:
     rollouts: int = 0
     last_save_steps: int = 0
     last_log_steps: int = 0
+    wall_s: float = 0.0  # seconds spent in the training loop, summed over resumes
 
 
 class MetricWindow:
@@ -79,9 +88,10 @@ class MetricWindow:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM ask for a checkpoint at the next rollout boundary; a second SIGINT stops at once."""
+    """SIGINT, SIGTERM and SIGUSR2 (SLURM/submitit: time limit or preemption ahead) ask for a checkpoint at
+    the next rollout boundary; a second SIGINT stops at once."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -113,16 +123,18 @@ class Trainer:
     Args:
         run_dir: the job's folder: checkpoints, TensorBoard events and ``valid.json`` go here.
         config: the resolved run config, stored in every checkpoint.
+        group / name: the sweep this job belongs to and a readable name, for the loggers.
         resume: continue from the newest checkpoint in ``run_dir``.
         init_weights: a checkpoint whose model weights start the run (optimizer and steps start fresh).
     """
 
     def __init__(self, run_dir: Path, task_factory: GymTaskFactory, model: torch.nn.Module, loss: PPOLoss,
-                 pipeline: TrainingPipeline, machine: Machine, logger: TensorBoardLogger, seed: int,
-                 config: dict[str, Any], resume: bool = False, init_weights: str | None = None) -> None:
+                 pipeline: TrainingPipeline, machine: Machine, logger: Logger, seed: int,
+                 config: dict[str, Any], resume: bool = False, init_weights: str | None = None,
+                 group: str | None = None, name: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.factory, self.loss, self.pipeline, self.machine, self.logger = task_factory, loss, pipeline, machine, logger
-        self.seed, self.config = seed, config
+        self.seed, self.config, self.group, self.name = seed, config, group, name
         self.device = machine.device
         self.model = model.to(self.device)
         for i, stage in enumerate(pipeline.stages):
@@ -189,8 +201,8 @@ class Trainer:
         self.model.train()
         summary = summarize(episodes)
         self.logger.log_scalars({f"valid/{k}": v for k, v in summary.items()}, self.state.total_steps)
-        entry = {"training_steps": self.state.total_steps, "checkpoint": ckpt.name if ckpt else None, **summary,
-                 "episodes": episodes}
+        entry = {"training_steps": self.state.total_steps, "wall_s": round(self.state.wall_s, 2),
+                 "checkpoint": ckpt.name if ckpt else None, **summary, "episodes": episodes}
         with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
             f.write(json.dumps(entry) + "\n")
         log.info("valid @ %d steps: reward %.1f, success %.2f, ep_length %.0f (%d episodes, %.1f s)",
@@ -263,9 +275,11 @@ class Trainer:
         if resumed and done_file.is_file():
             log.info("%s already finished at step %d; nothing to resume", self.run_dir, self.state.total_steps)
             return json.loads(done_file.read_text())
-        self.logger.open(self.run_dir, resume_step=self.state.total_steps + 1 if resumed else None)
+        self.logger.open(RunInfo(self.run_dir, "train", self.group, self.name, self.config,
+                                 resume_step=self.state.total_steps + 1 if resumed else None))
         last_valid: dict[str, float] = {}
         storage: RolloutStorage | None = None
+        failed = True
         try:
             with Samplers(self.factory, "train", m.num_samplers, m.num_workers, self.seed, m.start_method) as samplers, \
                     StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps) as bar:
@@ -305,6 +319,7 @@ class Trainer:
                     self.window.losses.append(losses)
                     self.window.steps += steps
                     self.window.wall_s += time.perf_counter() - t0
+                    self.state.wall_s += time.perf_counter() - t0
                     self.window.collect_s += t1 - t0
                     recent = [e["reward"] for e in self.window.episodes[-50:]]
                     bar.update(self.state.total_steps, steps / (time.perf_counter() - t0),
@@ -315,14 +330,18 @@ class Trainer:
                         last_valid = self._validate(self._save(samplers))
                     if stop.signum is not None:
                         path = self._save(samplers)
+                        self.logger.mark_preempting()
                         raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} at step "
                                                   f"{self.state.total_steps}; saved {path}; continue with "
-                                                  f"resume=true run_dir={self.run_dir}")
+                                                  f"resume=true run_dir={self.run_dir}", stop.signum,
+                                                  self.state.total_steps, stop.previous.get(stop.signum))
                 if self.window.steps:
                     self._log_window()
                 if self.state.last_save_steps != self.state.total_steps or not last_valid:
                     last_valid = self._validate(self._save(samplers))
+            self.logger.log_checkpoint(checkpoint_path(self.run_dir, self.state.total_steps), last_valid)
+            failed = False
         finally:
-            self.logger.close()
+            self.logger.close(failed=failed)
         done_file.write_text(json.dumps({"total_steps": self.state.total_steps, **last_valid}) + "\n")
         return last_valid

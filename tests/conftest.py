@@ -13,12 +13,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_launch(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python launch.py ARGS`` from the repo root; output captured as text."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
+    """``python launch.py ARGS`` from the repo root; output captured as text. ``env`` adds to the
+    environment; a None value removes that variable."""
     return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+                          text=True, timeout=timeout, env=launch_env(env))
+
+
+def launch_env(env: dict | None = None) -> dict:
+    """This process's environment plus ``env``; a None value in ``env`` removes that variable."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
+    return {k: v for k, v in full_env.items() if v is not None}
 
 
 @pytest.fixture
 def launch():
     return run_launch
+
+
+# W&B with no account: offline, nothing read from the developer's own ~/.netrc or W&B settings.
+WANDB_OFFLINE_ENV = {"WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_BASE_URL": None, "WANDB_SILENT": "true"}

@@ -1,0 +1,321 @@
+"""Sweep report: group a multirun's jobs by their overrides except the seed, and compare the groups.
+
+Writes into the sweep dir ``report.md`` (table + failed/unfinished jobs), ``report.csv`` (one row per
+group) and ``report_curves.png`` (validation reward against env steps: mean over seeds with a 95%
+bootstrap band). Runs at the end of every multirun (``SweepReport``, a Hydra callback) and on demand:
+``python launch.py mode=report sweep_dir=multirun/2026-11-23/10-00-00``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Overrides that do not change the experiment: jobs differing only in these are one group.
+NOT_A_SETTING = ("seed", "resume")
+BOOTSTRAP_SAMPLES = 10_000
+
+
+@dataclass
+class JobRecord:
+    """One job of a sweep, read back from its dir."""
+
+    num: str
+    path: Path
+    overrides: list[str]
+    seed: int | None
+    status: str                          # finished | failed | unfinished
+    error: str | None = None
+    final_reward: float | None = None
+    curve: list[tuple[int, float, float]] = field(default_factory=list)  # (env steps, valid reward, wall s)
+
+    def settings(self) -> list[str]:
+        """The overrides that make this job's experiment: all but the seed (and resume)."""
+        return sorted(o for o in self.overrides if o.lstrip("+~").split("=", 1)[0] not in NOT_A_SETTING)
+
+    def group(self, common: frozenset[str] = frozenset()) -> str:
+        """The group's label: its settings less those every job of the sweep shares."""
+        return " ".join(o for o in self.settings() if o not in common) or "(all jobs)"
+
+    def first_reaching(self, threshold: float) -> tuple[int, float] | None:
+        """(env steps, wall seconds) of the first validation with mean reward >= threshold."""
+        for steps, reward, wall_s in self.curve:
+            if reward >= threshold:
+                return steps, wall_s
+        return None
+
+
+def _read_valid(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a kill
+    by_step = {e["training_steps"]: e for e in entries}  # a resumed run may repeat a step: keep the last
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def read_job(path: Path) -> JobRecord:
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+    seed = None
+    for o in overrides:
+        if o.split("=", 1)[0] == "seed":
+            seed = int(o.split("=", 1)[1])
+    if seed is None and (path / "config.yaml").is_file():
+        seed = OmegaConf.load(path / "config.yaml").get("seed")
+    curve = [(int(e["training_steps"]), float(e["reward"]), float(e.get("wall_s", math.nan)))
+             for e in _read_valid(path / "valid.json")]
+    if (path / "DONE").is_file():
+        done = json.loads((path / "DONE").read_text())
+        return JobRecord(path.name, path, overrides, seed, "finished", final_reward=done.get("reward"), curve=curve)
+    if (path / "FAILED").is_file():
+        error = json.loads((path / "FAILED").read_text()).get("error")
+        return JobRecord(path.name, path, overrides, seed, "failed", error=error, curve=curve)
+    return JobRecord(path.name, path, overrides, seed, "unfinished", curve=curve)
+
+
+def read_sweep(sweep_dir: Path) -> list[JobRecord]:
+    """The jobs of a sweep: its sub-folders that Hydra started a job in, in job-number order."""
+    dirs = [p for p in Path(sweep_dir).iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
+    return [read_job(p) for p in sorted(dirs, key=lambda p: (len(p.name), p.name))]
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of what is left after cutting floor(n/4) values from each end
+    (``scipy.stats.trim_mean(x, 0.25)``, as rliable reports it)."""
+    x = np.sort(np.asarray(values, dtype=float))
+    k = int(0.25 * len(x))
+    return float(x[k:len(x) - k].mean())
+
+
+def bootstrap_ci(values: np.ndarray, level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over seeds: resample the values with replacement
+    ``samples`` times and take the (1-level)/2 and (1+level)/2 quantiles of the resampled means."""
+    x = np.asarray(values, dtype=float)
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(samples, len(x)))].mean(axis=1)
+    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+
+
+def group_stats(name: str, jobs: list[JobRecord], threshold: float) -> dict[str, Any]:
+    """One table row: final valid reward over the group's finished seeds and time to ``threshold``.
+
+    Steps and wall time to threshold are medians over all the group's seeds, counting a seed that never
+    reached it as infinite, so the median is "not reached" when fewer than half got there.
+    """
+    finals = np.array([j.final_reward for j in jobs if j.status == "finished"], dtype=float)
+    reached = [j.first_reaching(threshold) for j in jobs]
+    steps = np.array([r[0] if r else np.inf for r in reached], dtype=float)
+    walls = np.array([r[1] if r else np.inf for r in reached], dtype=float)
+    row: dict[str, Any] = {"group": name, "seeds": len(finals), "jobs": len(jobs),
+                           "seed_values": " ".join(str(j.seed) for j in jobs if j.status == "finished")}
+    if len(finals):
+        lo, hi = bootstrap_ci(finals)
+        row.update(mean=float(finals.mean()), std=float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+                   iqm=iqm(finals), ci_low=lo, ci_high=hi)
+    else:
+        row.update(mean=math.nan, std=math.nan, iqm=math.nan, ci_low=math.nan, ci_high=math.nan)
+    row.update(reached=int(np.isfinite(steps).sum()), steps_to_threshold=float(np.median(steps)),
+               wall_s_to_threshold=float(np.median(walls)))
+    return row
+
+
+def common_settings(jobs: list[JobRecord]) -> frozenset[str]:
+    return frozenset.intersection(*(frozenset(j.settings()) for j in jobs)) if jobs else frozenset()
+
+
+def group_jobs(jobs: list[JobRecord]) -> dict[str, list[JobRecord]]:
+    """Jobs by group label, in the order of their first job."""
+    common = common_settings(jobs)
+    groups: dict[str, list[JobRecord]] = {}
+    for j in jobs:
+        groups.setdefault(j.group(common), []).append(j)
+    return groups
+
+
+# -- outputs -----------------------------------------------------------------------------------------
+
+def _fmt(x: float, spec: str = ".1f") -> str:
+    return "—" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def markdown_table(rows: list[dict[str, Any]], threshold: float) -> str:
+    head = (f"| group | seeds | final valid reward (mean ± std) | IQM | 95% CI | env steps to {threshold:g} "
+            f"| wall s to {threshold:g} | reached |\n|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| `{r['group']}` | {r['seeds']}/{r['jobs']} | {_fmt(r['mean'])} ± {_fmt(r['std'])} | {_fmt(r['iqm'])} "
+             f"| [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {_fmt(r['steps_to_threshold'], ',.0f')} "
+             f"| {_fmt(r['wall_s_to_threshold'], '.0f')} | {r['reached']}/{r['jobs']} |" for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+def plot_curves(groups: dict[str, list[JobRecord]], path: Path, threshold: float) -> Path | None:
+    """Validation reward vs env steps per group: mean over seeds, 95% bootstrap band where ≥ 2 seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    drawn = False
+    for name, jobs in groups.items():
+        curves = [dict((s, r) for s, r, _ in j.curve) for j in jobs if j.curve]
+        if not curves:
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        if not steps:
+            continue
+        values = np.array([[c[s] for s in steps] for c in curves])  # (seeds, points)
+        mean = values.mean(axis=0)
+        (line,) = ax.plot(steps, mean, marker="o", ms=3, label=f"{name} (n={len(curves)})")
+        if len(curves) > 1:
+            band = np.array([bootstrap_ci(values[:, i], samples=2000) for i in range(len(steps))])
+            ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(threshold, color="grey", ls="--", lw=1)
+    ax.set_xlabel("env steps (summed over samplers)")
+    ax.set_ylabel("valid reward (mean over seeds)")
+    ax.set_title("validation reward, 95% bootstrap CI across seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(sweep_dir: Path, threshold: float = 200.0, logger: Any = None,
+                 group_name: str | None = None) -> dict[str, Any]:
+    """Read every job of ``sweep_dir``, write report.md / report.csv / report_curves.png into it.
+
+    Returns {"rows": [...], "problems": [JobRecord, ...], "markdown": str}. ``logger`` (optional) gets
+    the table and the figure as a ``report`` run of the sweep's group.
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = read_sweep(sweep_dir)
+    groups = group_jobs(jobs)
+    rows = [group_stats(name, g, threshold) for name, g in groups.items()]
+    common = sorted(common_settings(jobs))
+    problems = [j for j in jobs if j.status != "finished"]
+    image = plot_curves(groups, sweep_dir / "report_curves.png", threshold)
+    md = [f"# Sweep report: {sweep_dir}\n\n",
+          f"{len(jobs)} jobs in {len(groups)} groups; {len(jobs) - len(problems)} finished. Final valid reward = "
+          f"the last validation of each finished job; IQM = interquartile mean; CI = 95% percentile bootstrap of "
+          f"the mean over seeds. Time to {threshold:g}: the first validation with mean reward ≥ {threshold:g}, "
+          "median over the group's seeds (a seed that never reached it counts as never).\n\n",
+          f"Settings shared by all jobs: `{' '.join(common) or '(none)'}`.\n\n" if jobs else "",
+          markdown_table(rows, threshold)]
+    if problems:
+        md.append("\n## Failed or unfinished jobs\n\n| job | status | overrides | last valid step | error |\n"
+                  "|---|---|---|---|---|\n")
+        md += [f"| {j.num} | {j.status} | `{' '.join(j.overrides)}` | {j.curve[-1][0] if j.curve else '—'} "
+               f"| {(j.error or '').replace('|', '/')} |\n" for j in problems]
+    if image is not None:
+        md.append(f"\n![learning curves]({image.name})\n")
+    markdown = "".join(md)
+    (sweep_dir / "report.md").write_text(markdown)
+    with open(sweep_dir / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["group"])
+        writer.writeheader()
+        writer.writerows(rows)
+    if logger is not None:
+        from rl_core.loggers import RunInfo
+
+        logger.open(RunInfo(sweep_dir, "report", group_name or str(sweep_dir), "report"))
+        try:
+            logger.log_report(markdown, rows, image)
+        finally:
+            logger.close()
+    return {"rows": rows, "problems": problems, "markdown": markdown}
+
+
+def print_report(result: dict[str, Any], sweep_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep report: {sweep_dir}")
+    for col in ("group", "seeds", "final reward", "IQM", "95% CI", "steps to thr.", "wall s", "reached"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for r in result["rows"]:
+        table.add_row(r["group"], f"{r['seeds']}/{r['jobs']}", f"{_fmt(r['mean'])} ± {_fmt(r['std'])}",
+                      _fmt(r["iqm"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+                      _fmt(r["steps_to_threshold"], ",.0f"), _fmt(r["wall_s_to_threshold"], ".0f"),
+                      f"{r['reached']}/{r['jobs']}")
+    console = Console(stderr=True, width=160)
+    console.print(table)
+    for j in result["problems"]:
+        console.print(f"job {j.num} {j.status}: {' '.join(j.overrides)}" + (f": {j.error}" if j.error else ""))
+    log.info("report: %s", Path(sweep_dir) / "report.md")
+
+
+def report_logger(cfg: DictConfig) -> Any:
+    """The sweep's W&B logger when the sweep logged to W&B (the report joins its group), else None."""
+    node = cfg.get("logger")
+    if node is None:
+        return None
+    wandb_node = node if str(node.get("_target_", "")).endswith("WandbLogger") else node.get("wandb")
+    if wandb_node is None or wandb_node.get("mode") == "disabled":
+        return None
+    import hydra
+
+    return hydra.utils.instantiate(wandb_node)
+
+
+class SweepReport(Callback):
+    """Hydra callback: writes the sweep report when a multirun ends, also when a job failed (the sweep
+    then raises before ``on_multirun_end``, so the report is written at exit instead)."""
+
+    def __init__(self, threshold: float = 200.0, enabled: bool = True) -> None:
+        self.threshold, self.enabled = threshold, enabled
+        self.pending: tuple[Path, DictConfig] | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.enabled:
+            self.pending = (Path(config.hydra.sweep.dir), config)
+            atexit.register(self._write)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        if self.pending is None:
+            return
+        sweep_dir, config = self.pending
+        self.pending = None
+        if not sweep_dir.is_dir():
+            return
+        try:
+            with _plain_logging():
+                result = write_report(sweep_dir, self.threshold, report_logger(config), str(config.hydra.sweep.dir))
+                print_report(result, sweep_dir)
+        except Exception as e:  # noqa: BLE001 - a report problem must not hide the sweep's own outcome
+            log.warning("sweep report failed: %s: %s", type(e).__name__, e)
+
+
+class _plain_logging:
+    """At exit Hydra's logging may be torn down; make sure report lines still reach the console."""
+
+    def __enter__(self) -> None:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+
+    def __exit__(self, *exc: Any) -> None:
+        pass

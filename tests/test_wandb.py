@@ -1,0 +1,91 @@
+"""W&B through launch.py, offline (no account needed): what the run recorded, resume, trouble."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env
+from tests.test_train import TINY
+from tests.wandb_records import read_offline_run
+
+
+def _env(tmp_path):
+    return {**WANDB_OFFLINE_ENV, "HOME": str(tmp_path / "home")}
+
+
+def _offline_runs(job_dir):
+    return sorted((job_dir / "wandb").glob("offline-run-*"))
+
+
+def test_offline_run_records_metrics_against_env_steps_and_the_resolved_config(launch, tmp_path):
+    run = tmp_path / "run"
+    proc = launch(*TINY, f"run_dir={run}", "logger=tb_wandb", "seed=7", env=_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "recording offline" in proc.stderr and "wandb sync" in proc.stderr
+    (offline,) = _offline_runs(run)
+    rec = read_offline_run(offline)
+    saved = json.loads((run / "wandb_run.json").read_text())
+    assert rec["run"]["id"] == saved["id"] and rec["run"]["job_type"] == "train"
+    assert rec["run"]["tags"] == ["LunarLanderContinuous-v2"]
+    assert rec["exit_code"] == 0
+    # the resolved config: interpolations are values, every group is there
+    assert rec["config"]["seed"] == 7
+    assert rec["config"]["pipeline"]["num_steps"] == 100
+    assert rec["config"]["machine"]["num_samplers"] == 4
+    assert "${" not in json.dumps(rec["config"])
+    history = rec["history"]
+    keys = set().union(*history)
+    for key in ("env_steps", "train/reward", "train/lr", "train/ppo_loss/value", "valid/reward", "valid/success"):
+        assert key in keys, sorted(keys)
+    # every point carries its env step; the valid points are at the checkpoints, as in TensorBoard
+    assert all("env_steps" in h for h in history)
+    assert [h["env_steps"] for h in history if "valid/reward" in h] == [800, 1600, 2400, 3200, 4000]
+    assert (run / "tb").is_dir()  # TensorBoard still written beside W&B
+
+
+def test_resumed_job_continues_the_same_wandb_run(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={run}", "logger=wandb"]
+    env = launch_env(_env(tmp_path))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out
+    first_id = json.loads((run / "wandb_run.json").read_text())["id"]
+    stopped = read_offline_run(_offline_runs(run)[0])
+    assert stopped["preempting"], "a stop on a signal marks the W&B run as preempting"
+    stopped_at = max(h["env_steps"] for h in stopped["history"])
+
+    resumed = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, "resume=true"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = _offline_runs(run)
+    assert len(runs) == 2
+    ids = {read_offline_run(r)["run"]["id"] for r in runs}
+    assert ids == {first_id}, "one W&B run id for the whole job"
+    assert json.loads((run / "wandb_run.json").read_text())["id"] == first_id
+    # the continued run logs from after the stop: no env step twice across both parts, none missing
+    second = read_offline_run(runs[1])
+    train_steps = [h["env_steps"] for part in (stopped, second) for h in part["history"] if "train/lr" in h]
+    valid_steps = [h["env_steps"] for part in (stopped, second) for h in part["history"] if "valid/reward" in h]
+    assert len(valid_steps) == len(set(valid_steps)) and set(range(800, 40001, 800)) <= set(valid_steps)
+    assert min(h["env_steps"] for h in second["history"]) >= stopped_at
+    assert train_steps == list(range(400, 40001, 400))
+
+
+def test_wandb_trouble_warns_once_and_training_goes_on(launch, tmp_path):
+    # an API key but no W&B server: the online start fails, the run is recorded offline instead
+    env = {**_env(tmp_path), "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    proc = launch(*TINY, f"run_dir={tmp_path / 'run'}", "logger=tb_wandb", "logger.wandb.mode=online",
+                  "logger.wandb.init_timeout_s=5", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("W&B online start failed") == 1
+    assert json.loads((tmp_path / "run" / "DONE").read_text())["total_steps"] == 4000
+    (offline,) = _offline_runs(tmp_path / "run")
+    assert any("valid/reward" in h for h in read_offline_run(offline)["history"])
