@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("launch")
+# conf/hydra/launcher/submitit_*.yaml are checked against the plugin's schema of the same name, which is
+# what we want (a mistyped key fails); Hydra warns that this matching is deprecated.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema", category=UserWarning)
 
 CODE_DIR = Path(__file__).resolve().parent
 GROUPS = ["env", "model", "algo", "pipeline", "machine", "logger"]
@@ -52,13 +57,18 @@ def _job_dir(mode: str, run_dir: str, checkpoint: str | None, sweep_dir: str | N
 
 def _parallel_jobs(cores_per_job: int) -> int:
     """How many jobs of a local sweep the machine's cores carry at once (at least 1)."""
-    import os
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, int(cores_per_job)))
 
 
+def _job_cores(num_workers: int | None) -> int:
+    """CPUs a cluster job asks for: the learner plus its worker processes, and at least 2 (the update
+    runs on the learner's threads)."""
+    return max(2, 1 + int(num_workers or 0))
+
+
 OmegaConf.register_new_resolver("job_dir", _job_dir, replace=True)
+OmegaConf.register_new_resolver("job_cores", _job_cores, replace=True)
 OmegaConf.register_new_resolver("parallel_jobs", _parallel_jobs, replace=True)
 
 
@@ -150,8 +160,6 @@ def _should_resume(cfg: DictConfig, run_dir: Path) -> bool:
     """Whether this job continues from its dir: asked for (resume=true), or requeued by SLURM after a
     preemption or time limit (the PREEMPTED marker, or SLURM_RESTART_COUNT with a checkpoint present).
     A sweep resumed with resume=true starts the jobs that never saved a checkpoint from scratch."""
-    import os
-
     from rl_core.checkpoint import list_checkpoints
 
     has_ckpt = bool(list_checkpoints(run_dir))
@@ -284,15 +292,18 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingInterrupted as e:
         if _is_multirun():
             _write_marker(PREEMPTED, steps=e.steps, signal=e.signum)
-        log.error("error: %s", e)
+        log.warning("%s", e)
         if callable(e.handler) and e.handler is not signal.default_int_handler:
             e.handler(e.signum, None)  # e.g. submitit's: requeue this job (it resumes from the checkpoint)
         sys.exit(3)  # stops a local sweep too: Ctrl-C means stop, not "next job"
     except Exception as e:
         if _is_multirun():
+            log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, ConfigError))
             if cfg.mode == "train":
                 _write_marker(FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0],
                               traceback=traceback.format_exc())
+            if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+                sys.exit(1)  # so SLURM records the job as FAILED, not COMPLETED; the launcher then fails too
             raise  # the launcher records the failed job, the sweep goes on, and its exit status says so
         if isinstance(e, (ConfigError, CheckpointError, SamplerError)):
             log.error("error: %s", e)

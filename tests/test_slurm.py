@@ -1,0 +1,139 @@
+"""Sweeps through a real single-node SLURM cluster (scripts/slurm_local.sh) and the submitit launchers.
+
+The cluster needs root and Debian's packages: in CI (root, CI=true) these tests run; elsewhere without
+root they skip, saying why. Every launch has an outer timeout: a stuck job fails the test, never hangs it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env, run_launch
+from tests.test_sweep import SWEEP_TINY
+
+SCRIPT = ROOT / "scripts" / "slurm_local.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """Starts the local cluster (installing it if needed); yields the environment to launch with."""
+    if os.geteuid() != 0 and not shutil.which("sbatch"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the SLURM tests: it runs as root, which the local cluster needs")
+        pytest.skip("the local SLURM cluster needs root (apt-get install, munge, slurmd); run as root or in CI")
+    was_up = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip() \
+        if shutil.which("sinfo") else ""
+    started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, started.stderr
+    env = {"PATH": f"{ROOT / 'scripts' / 'slurm'}:{os.environ['PATH']}", **WANDB_OFFLINE_ENV}
+    yield env
+    if not was_up or "idle" not in was_up:  # leave a cluster that was already running as it was
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
+
+
+def _slurm_states(sweep):
+    """{job dir name: SLURM state} from squeue (finished jobs stay listed for MinJobAge)."""
+    ids = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name[0].isdigit()}
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%i %T"],
+                         capture_output=True, text=True).stdout
+    return {line.split()[0].split("_")[1]: line.split()[1] for line in out.splitlines() if "_" in line}
+
+
+def test_three_seed_sweep_completes_on_slurm(slurm, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_launch("--multirun", "hydra/launcher=submitit_slurm", *SWEEP_TINY, "seed=1,2,3",
+                      f"hydra.sweep.dir={sweep}", env=slurm, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1", "2"):
+        done = json.loads((sweep / job / "DONE").read_text())
+        assert done["total_steps"] == 2000 and "reward" in done
+        assert sorted(p.name for p in (sweep / job / "checkpoints").iterdir()) == \
+            ["ckpt_0000000800.pt", "ckpt_0000001600.pt", "ckpt_0000002000.pt"]
+    assert _slurm_states(sweep) == {"0": "COMPLETED", "1": "COMPLETED", "2": "COMPLETED"}
+    assert "| `(all jobs)` | 3/3 |" in (sweep / "report.md").read_text()
+    # each job's stdout/stderr is kept by submitit inside the sweep dir
+    assert any("done: 2000 env steps" in p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_usr2_requeues_and_the_job_resumes_to_the_same_result(slurm, tmp_path):
+    """Preempted twice with SIGUSR2, the job ends at the same step with the same weights and metrics as an
+    uninterrupted run of the same seed, and one W&B run id."""
+    settings = [*SWEEP_TINY, "pipeline.stages.0.max_stage_steps=24000", "pipeline.save_interval=4000", "seed=5"]
+    whole = run_launch(*settings, f"run_dir={tmp_path / 'whole'}", env=slurm)
+    assert whole.returncode == 0, whole.stderr
+
+    sweep = tmp_path / "sweep"
+    job = sweep / "0"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "--multirun",
+         "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5", *settings, "logger=tb_wandb",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env=launch_env(slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stops = []
+        for target in (4000, 12000):  # preempt after the first and after the third checkpoint
+            _wait_for(lambda: (job / "checkpoints" / f"ckpt_{target:010d}.pt").is_file()
+                      and not (job / "PREEMPTED").exists(), 240, f"checkpoint {target}")
+            # submitit's folder for the job is named by its SLURM job id ("12", or "12_0" in an array)
+            job_id = next((sweep / ".submitit").rglob("*_submitted.pkl")).parent.name
+            subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+            _wait_for(lambda: (job / "PREEMPTED").is_file(), 60, "the job to save on SIGUSR2")
+            stops.append(json.loads((job / "PREEMPTED").read_text())["steps"])
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert stops[0] >= 4000 and stops[1] >= 12000
+    log = (job / "launch.log").read_text()
+    assert log.count("requeued job: resuming") == 2
+    for s in stops:
+        assert f"at step {s}" in log
+    # same step count, same final metrics and weights as the uninterrupted run
+    assert json.loads((job / "DONE").read_text()) == json.loads((tmp_path / "whole" / "DONE").read_text())
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "ckpt_0000024000.pt", weights_only=True)["model"]
+    b = torch.load(job / "checkpoints" / "ckpt_0000024000.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # one W&B run, in three offline parts
+    runs = list((job / "wandb").glob("offline-run-*"))
+    assert len(runs) == 3 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+    valid = [json.loads(line)["training_steps"] for line in (job / "valid.json").read_text().splitlines()]
+    assert len(valid) == len(set(valid)) and valid[-1] == 24000
+
+
+def test_a_failing_job_is_reported_and_the_launcher_exits_nonzero(slurm, tmp_path):
+    sweep = tmp_path / "sweep"
+    t0 = time.monotonic()
+    proc = run_launch("--multirun", "hydra/launcher=submitit_slurm", *SWEEP_TINY, "seed=1",
+                      "machine.num_samplers=4,0", f"hydra.sweep.dir={sweep}", env=slurm, timeout=300)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 300
+    assert "machine.num_samplers: must be >= 1" in json.loads((sweep / "1" / "FAILED").read_text())["error"]
+    errs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*_1/*_log.err"))
+    assert "must be >= 1" in errs
+    assert _slurm_states(sweep)["1"] == "FAILED"
+    md = (sweep / "report.md").read_text()
+    assert "| 1 | failed |" in md and "| `machine.num_samplers=4` | 1/1 |" in md
+
+
+def test_submitit_local_runs_the_same_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_launch("--multirun", "hydra/launcher=submitit_local", *SWEEP_TINY, "seed=1,2",
+                      f"hydra.sweep.dir={sweep}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "DONE").read_text())["total_steps"] == 2000
+    assert "| `(all jobs)` | 2/2 |" in (sweep / "report.md").read_text()
