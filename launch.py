@@ -163,10 +163,10 @@ def _should_resume(cfg: DictConfig, run_dir: Path) -> bool:
     from rl_core.checkpoint import list_checkpoints
 
     has_ckpt = bool(list_checkpoints(run_dir))
-    if (run_dir / PREEMPTED).is_file() or (int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and has_ckpt):
-        if has_ckpt:
-            log.info("requeued job: resuming %s from its newest checkpoint", run_dir)
-            return True
+    requeued = (run_dir / PREEMPTED).is_file() or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    if requeued and has_ckpt:
+        log.info("requeued job: resuming %s from its newest checkpoint", run_dir)
+        return True
     if cfg.resume and _is_multirun() and not has_ckpt:
         log.info("resume=true: %s has no checkpoint yet; this job starts from scratch", run_dir)
         return False

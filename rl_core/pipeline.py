@@ -59,6 +59,8 @@ class TrainingPipeline:
         save_interval: checkpoint once this many env steps passed since the last (and at the end).
         metric_accumulate_interval: log train metrics once this many env steps accumulated.
         validate_initial_weights: also validate the untrained model, at step 0.
+        stop_at_valid_reward: end the run early at the first validation whose mean reward reaches this
+            (time-to-solve runs); None trains every stage to its end.
     """
 
     def __init__(self, stages: list[PipelineStage], optimizer: Callable[..., torch.optim.Optimizer],
@@ -66,7 +68,8 @@ class TrainingPipeline:
                  num_steps: int = 2000, update_repeats: int = 80, num_mini_batch: int = 1, gamma: float = 0.99,
                  use_gae: bool = False, gae_lambda: float = 0.95, bootstrap_truncation: bool = False,
                  max_grad_norm: float = 100.0, save_interval: int = 200_000,
-                 metric_accumulate_interval: int = 50_000, validate_initial_weights: bool = False) -> None:
+                 metric_accumulate_interval: int = 50_000, validate_initial_weights: bool = False,
+                 stop_at_valid_reward: float | None = None) -> None:
         args = dict(locals())
         if not stages:
             raise ValueError("stages: needs at least one stage")
@@ -81,6 +84,7 @@ class TrainingPipeline:
         self.save_interval = save_interval
         self.metric_accumulate_interval = metric_accumulate_interval
         self.validate_initial_weights = validate_initial_weights
+        self.stop_at_valid_reward = stop_at_valid_reward
         self.defaults = {k: args[k] for k in STAGE_SETTINGS}
         for i, stage in enumerate(stages):
             settings = self.settings(i)

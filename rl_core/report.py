@@ -183,6 +183,8 @@ def plot_curves(groups: dict[str, list[JobRecord]], path: Path, threshold: float
         values = np.array([[c[s] for s in steps] for c in curves])  # (seeds, points)
         mean = values.mean(axis=0)
         (line,) = ax.plot(steps, mean, marker="o", ms=3, label=f"{name} (n={len(curves)})")
+        for c in curves:  # each seed, thin
+            ax.plot(sorted(c), [c[s] for s in sorted(c)], color=line.get_color(), lw=0.7, alpha=0.35)
         if len(curves) > 1:
             band = np.array([bootstrap_ci(values[:, i], samples=2000) for i in range(len(steps))])
             ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2)
@@ -193,7 +195,7 @@ def plot_curves(groups: dict[str, list[JobRecord]], path: Path, threshold: float
     ax.axhline(threshold, color="grey", ls="--", lw=1)
     ax.set_xlabel("env steps (summed over samplers)")
     ax.set_ylabel("valid reward (mean over seeds)")
-    ax.set_title("validation reward, 95% bootstrap CI across seeds")
+    ax.set_title("validation reward: mean over seeds, 95% bootstrap CI, each seed thin")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -68,6 +68,7 @@ class Tester:
     def run(self, checkpoints: list[tuple[int, Path]]) -> tuple[list[dict[str, Any]], list[str]]:
         """Test each checkpoint; a bad one is named and skipped. Returns (results, failures)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(1)  # batch-of-a-few inference: more threads only wait on each other
         self.logger.open(self.run_info)
         results: list[dict[str, Any]] = []
         failures: list[str] = []

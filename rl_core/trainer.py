@@ -56,7 +56,7 @@ class TrainState:
     rollouts: int = 0
     last_save_steps: int = 0
     last_log_steps: int = 0
-    wall_s: float = 0.0  # seconds spent in the training loop, summed over resumes
+    wall_s: float = 0.0  # seconds in train(), validation included, summed over resumes
 
 
 class MetricWindow:
@@ -175,7 +175,9 @@ class Trainer:
         self.window.load_state_dict(ckpt["window"])
         log.info("resuming %s at step %d", path, self.state.total_steps)
 
-    def _save(self, samplers: Samplers) -> Path:
+    def _save(self, samplers: Samplers, scheduled: bool = True) -> Path:
+        """Write a checkpoint. ``scheduled=False`` (a save on a signal) leaves the save schedule as it was,
+        so a resumed run checkpoints and validates at the same steps as an uninterrupted one."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
@@ -187,20 +189,25 @@ class Trainer:
             "window": self.window.state_dict(),
             "config": self.config,
             "seed": self.seed,
+            "scheduled": scheduled,
         }
-        self.state.last_save_steps = self.state.total_steps
-        state["state"]["last_save_steps"] = self.state.total_steps
+        if scheduled:
+            self.state.last_save_steps = self.state.total_steps
+            state["state"]["last_save_steps"] = self.state.total_steps
         return save_checkpoint(state, checkpoint_path(self.run_dir, self.state.total_steps))
 
     def _validate(self, ckpt: Path | None) -> dict[str, float]:
         """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``."""
         t0 = time.perf_counter()
+        # batch-of-a-few inference: one thread; more only wait on each other, badly so on a busy machine
+        torch.set_num_threads(1)
         self.model.eval()
         tasks = fixed_tasks(self.factory, "valid", self.machine.valid_samplers)
         episodes = play_tasks(self.model, self.factory, tasks, self.device)
         self.model.train()
         summary = summarize(episodes)
         self.logger.log_scalars({f"valid/{k}": v for k, v in summary.items()}, self.state.total_steps)
+        self._update_wall()
         entry = {"training_steps": self.state.total_steps, "wall_s": round(self.state.wall_s, 2),
                  "checkpoint": ckpt.name if ckpt else None, **summary, "episodes": episodes}
         with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
@@ -266,8 +273,12 @@ class Trainer:
         self.window = MetricWindow()
         self.state.last_log_steps = self.state.total_steps
 
+    def _update_wall(self) -> None:
+        self.state.wall_s = self._wall_at_start + time.perf_counter() - self._t_start
+
     def train(self) -> dict[str, float]:
         """Run the pipeline to its end; returns the last validation summary."""
+        self._wall_at_start, self._t_start = self.state.wall_s, time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         m = self.machine
         resumed = self.resume_state is not None
@@ -281,11 +292,12 @@ class Trainer:
         storage: RolloutStorage | None = None
         failed = True
         try:
-            with Samplers(self.factory, "train", m.num_samplers, m.num_workers, self.seed, m.start_method) as samplers, \
+            with self.factory.train_samplers(m.num_samplers, m.num_workers, self.seed, m.start_method) as samplers, \
                     StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps) as bar:
                 obs = samplers.load_state_dicts(self.resume_state["samplers"]) if resumed else samplers.reset()
+                scheduled = resumed and self.resume_state.get("scheduled", True)
                 self.resume_state = None
-                if resumed and self.state.total_steps not in self._validated_steps():
+                if scheduled and self.state.total_steps not in self._validated_steps():
                     # the interrupted run saved its newest checkpoint but died before validating it
                     last_valid = self._validate(checkpoint_path(self.run_dir, self.state.total_steps))
                 obs = torch.from_numpy(obs).to(self.device)
@@ -319,7 +331,7 @@ class Trainer:
                     self.window.losses.append(losses)
                     self.window.steps += steps
                     self.window.wall_s += time.perf_counter() - t0
-                    self.state.wall_s += time.perf_counter() - t0
+                    self._update_wall()
                     self.window.collect_s += t1 - t0
                     recent = [e["reward"] for e in self.window.episodes[-50:]]
                     bar.update(self.state.total_steps, steps / (time.perf_counter() - t0),
@@ -328,8 +340,13 @@ class Trainer:
                         self._log_window()
                     if self.state.total_steps - self.state.last_save_steps >= self.pipeline.save_interval:
                         last_valid = self._validate(self._save(samplers))
+                        target = self.pipeline.stop_at_valid_reward
+                        if target is not None and last_valid["reward"] >= target:
+                            log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d: stopping",
+                                     last_valid["reward"], target, self.state.total_steps)
+                            break
                     if stop.signum is not None:
-                        path = self._save(samplers)
+                        path = self._save(samplers, scheduled=False)
                         self.logger.mark_preempting()
                         raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} at step "
                                                   f"{self.state.total_steps}; saved {path}; continue with "

@@ -8,7 +8,8 @@ import time
 
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, launch_env
+from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env
+from tests.wandb_records import read_offline_run
 
 # 4 samplers x 100 steps; 2000 steps; checkpoint and validation every 800 and at the end
 SWEEP_TINY = ["experiment=smoke", "pipeline.stages.0.max_stage_steps=2000", "pipeline.num_steps=100",
@@ -51,7 +52,7 @@ def test_two_seeds_by_two_learning_rates_give_four_jobs_and_a_two_group_report(l
 def test_a_failed_job_is_listed_and_the_others_still_reported(launch, tmp_path):
     sweep = tmp_path / "sweep"
     proc = launch("--multirun", *SWEEP_TINY, "seed=1", "machine.num_samplers=4,0", f"hydra.sweep.dir={sweep}",
-                  timeout=300)
+                  "logger=tb_wandb", timeout=300, env={**WANDB_OFFLINE_ENV, "HOME": str(tmp_path)})
     assert proc.returncode != 0, "a sweep with a failed job exits non-zero"
     failed = json.loads((sweep / "1" / "FAILED").read_text())
     assert "machine.num_samplers: must be >= 1" in failed["error"]
@@ -59,6 +60,11 @@ def test_a_failed_job_is_listed_and_the_others_still_reported(launch, tmp_path):
     md = (sweep / "report.md").read_text()
     assert "| `machine.num_samplers=4` | 1/1 |" in md
     assert "Failed or unfinished jobs" in md and "| 1 | failed |" in md and "must be >= 1" in md
+    # the report joins the sweep's W&B group as a run of its own, with the table
+    (report_run,) = (sweep / "wandb").glob("offline-run-*")
+    rec = read_offline_run(report_run)
+    assert rec["run"]["job_type"] == "report" and rec["run"]["group"] == str(sweep)
+    assert any("report/table" in h for h in rec["history"])
 
 
 def test_an_interrupted_sweep_resumes_finished_jobs_skipped_and_numbering_kept(tmp_path):

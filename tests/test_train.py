@@ -98,6 +98,8 @@ def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert _final_weights(tmp_path)[0] == 40000
     lines = (tmp_path / "valid.json").read_text()
+    # the save on SIGTERM did not move the schedule: validations at the same steps as without the stop
+    assert [json.loads(line)["training_steps"] for line in lines.splitlines()] == list(range(800, 40001, 800))
     again = launch(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
     assert again.returncode == 0 and "already finished at step 40000" in again.stderr, again.stderr
     assert (tmp_path / "valid.json").read_text() == lines

@@ -21,7 +21,8 @@ def _offline_runs(job_dir):
 
 def test_offline_run_records_metrics_against_env_steps_and_the_resolved_config(launch, tmp_path):
     run = tmp_path / "run"
-    proc = launch(*TINY, f"run_dir={run}", "logger=tb_wandb", "seed=7", env=_env(tmp_path))
+    proc = launch(*TINY, f"run_dir={run}", "logger=tb_wandb", "seed=7", "logger.wandb.log_model=true",
+                  env=_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "recording offline" in proc.stderr and "wandb sync" in proc.stderr
     (offline,) = _offline_runs(run)
@@ -43,6 +44,20 @@ def test_offline_run_records_metrics_against_env_steps_and_the_resolved_config(l
     assert all("env_steps" in h for h in history)
     assert [h["env_steps"] for h in history if "valid/reward" in h] == [800, 1600, 2400, 3200, 4000]
     assert (run / "tb").is_dir()  # TensorBoard still written beside W&B
+    # the final checkpoint as a model artifact
+    (artifact,) = rec["artifacts"]
+    assert artifact["type"] == "model" and artifact["files"] == ["ckpt_0000004000.pt"]
+
+    # test mode: a W&B run of its own (job_type test) with the clip as a W&B video
+    tested = launch("mode=test", f"run_dir={run}", "test.select=steps", "test.steps=[4000]", "logger=wandb",
+                    env=_env(tmp_path))
+    assert tested.returncode == 0, tested.stderr
+    (test_dir,) = (run / "test").iterdir()
+    test_rec = read_offline_run(_offline_runs(test_dir)[0])
+    assert test_rec["run"]["job_type"] == "test"
+    (video,) = [h for h in test_rec["history"] if "test/episode_vid" in h]
+    assert video["env_steps"] == 4000 and video["test/episode_vid"]["_type"] == "video-file"
+    assert any(h.get("test/reward") is not None for h in test_rec["history"])
 
 
 def test_resumed_job_continues_the_same_wandb_run(tmp_path):
@@ -74,7 +89,7 @@ def test_resumed_job_continues_the_same_wandb_run(tmp_path):
     second = read_offline_run(runs[1])
     train_steps = [h["env_steps"] for part in (stopped, second) for h in part["history"] if "train/lr" in h]
     valid_steps = [h["env_steps"] for part in (stopped, second) for h in part["history"] if "valid/reward" in h]
-    assert len(valid_steps) == len(set(valid_steps)) and set(range(800, 40001, 800)) <= set(valid_steps)
+    assert valid_steps == list(range(800, 40001, 800))
     assert min(h["env_steps"] for h in second["history"]) >= stopped_at
     assert train_steps == list(range(400, 40001, 400))
 

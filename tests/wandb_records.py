@@ -37,11 +37,13 @@ def _chunks(data: bytes) -> Iterator[bytes]:
 
 def read_offline_run(run_dir: Path) -> dict[str, Any]:
     """{"run": {id, group, name, job_type, tags}, "config": {key: value}, "history": [{key: value}],
-    "exit_code": int | None, "preempting": bool} of one ``offline-run-*`` folder."""
+    "exit_code": int | None, "preempting": bool, "artifacts": [{name, type, files}]} of one ``offline-run-*``
+    folder."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     (log_file,) = Path(run_dir).glob("run-*.wandb")
-    out: dict[str, Any] = {"run": {}, "config": {}, "history": [], "exit_code": None, "preempting": False}
+    out: dict[str, Any] = {"run": {}, "config": {}, "history": [], "exit_code": None, "preempting": False,
+                           "artifacts": []}
     for chunk in _chunks(log_file.read_bytes()):
         record = pb.Record()
         record.ParseFromString(chunk)
@@ -60,4 +62,7 @@ def read_offline_run(run_dir: Path) -> dict[str, Any]:
             out["exit_code"] = record.exit.exit_code
         elif kind == "preempting":
             out["preempting"] = True
+        elif kind == "artifact":
+            out["artifacts"].append({"name": record.artifact.name, "type": record.artifact.type,
+                                     "files": [m.path for m in record.artifact.manifest.contents]})
     return out

@@ -1,0 +1,116 @@
+"""Training samplers on envpool's C++ LunarLander: one batched ``step`` for all of them (``env=*_envpool``).
+
+envpool steps the whole batch in its own C++ threads, so there are no worker processes and no pipes.
+What differs from the gymnasium samplers (``envs.vector.Samplers``):
+
+- Seeding: envpool seeds env ``i`` once with ``seed + i`` and each episode continues that env's RNG; there are
+  no per-episode env seeds, so the episode metrics carry ``seed: None``.
+- Resume: an envpool env's state cannot be saved. A resumed run starts new episodes, with envpool re-seeded
+  from the run seed and the number of episodes already played, so it is deterministic but not the same
+  stream as an uninterrupted run (the gymnasium backend resumes bit-identically).
+- Validation, test and videos always use gymnasium's env on the fixed seeds, so their numbers are
+  comparable across backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from envs.vector import StepBuffers
+
+
+class EnvPoolSamplers:
+    """``num_samplers`` training envs of ``env_id`` in one envpool batch; same interface as ``Samplers``.
+
+    Args:
+        env_id: an envpool id (``LunarLanderContinuous-v2``).
+        run_seed: seeds the batch (with the number of episodes played before, on resume).
+        num_threads: envpool's C++ threads; 0 = one per env, up to the cores.
+        success_threshold: an episode succeeds when its return is strictly above this.
+    """
+
+    def __init__(self, env_id: str, num_samplers: int, run_seed: int, num_threads: int = 0,
+                 success_threshold: float = 0.0, max_episode_steps: int = 1000) -> None:
+        import envpool  # optional dependency: only this backend needs it
+
+        self._make = lambda seed: envpool.make_gymnasium(env_id, num_envs=num_samplers, batch_size=num_samplers,
+                                                         seed=seed, num_threads=num_threads,
+                                                         max_episode_steps=max_episode_steps)
+        self.num_samplers, self.run_seed, self.success_threshold = num_samplers, run_seed, success_threshold
+        self.env = self._make(self._seed(0))
+        obs_dim = int(np.prod(self.env.observation_space.shape))
+        action_dim = int(np.prod(self.env.action_space.shape))
+        self.buf = StepBuffers.view(StepBuffers.allocate(None, num_samplers, obs_dim, action_dim))
+        self.ep_return = np.zeros(num_samplers, np.float64)
+        self.ep_length = np.zeros(num_samplers, np.int64)
+        self.episodes_started = 0
+
+    def _seed(self, episodes_before: int) -> int:
+        return int(np.random.SeedSequence([self.run_seed, episodes_before]).generate_state(1)[0] % (2**31 - 1))
+
+    def reset(self) -> np.ndarray:
+        """Start an episode in every env; returns obs ``[N, D]``."""
+        obs, _ = self.env.reset()
+        self.buf.obs[:] = obs
+        self.buf.active[:] = True
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+        self.episodes_started += self.num_samplers
+        return self.buf.obs
+
+    def step(self, actions: np.ndarray) -> list[dict[str, Any]]:
+        """Step all envs with ``actions`` ``[N, A]``; results land in :attr:`buf`, as for ``Samplers.step``.
+
+        An env whose episode ended is reset at once, so ``buf.obs`` is always an observation to act on
+        (envpool would otherwise spend the next step on its own reset, ignoring that step's action).
+        """
+        buf = self.buf
+        buf.actions[:] = actions
+        obs, reward, terminated, truncated, _ = self.env.step(buf.actions)
+        buf.reward[:] = reward
+        buf.terminated[:] = terminated
+        buf.truncated[:] = truncated & ~terminated
+        buf.obs[:] = obs
+        self.ep_return += reward
+        self.ep_length += 1
+        ended = np.flatnonzero(terminated | truncated)
+        finished = []
+        if len(ended):
+            buf.final_obs[ended] = obs[ended]
+            for i in ended:
+                finished.append({"reward": float(self.ep_return[i]), "ep_length": int(self.ep_length[i]),
+                                 "success": float(self.ep_return[i] > self.success_threshold), "seed": None,
+                                 "sampler": int(i)})
+            new_obs, _ = self.env.reset(ended)
+            buf.obs[ended] = new_obs
+            self.ep_return[ended] = 0.0
+            self.ep_length[ended] = 0
+            self.episodes_started += len(ended)
+        return finished
+
+    def state_dicts(self) -> list[dict[str, Any]]:
+        """What a resume can use: the episode count that re-seeds envpool (its env state cannot be saved)."""
+        return [{"backend": "envpool", "episodes_started": self.episodes_started}] * self.num_samplers
+
+    def load_state_dicts(self, states: list[dict[str, Any]]) -> np.ndarray:
+        """Re-seed from the saved episode count and start new episodes; returns obs ``[N, D]``."""
+        if len(states) != self.num_samplers:
+            raise ValueError(f"checkpoint holds {len(states)} sampler states, this run has {self.num_samplers} samplers")
+        started = int(states[0].get("episodes_started", 0)) if states[0].get("backend") == "envpool" else 0
+        self.env.close()
+        self.env = self._make(self._seed(started))
+        self.episodes_started = started
+        return self.reset()
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    def __enter__(self) -> "EnvPoolSamplers":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

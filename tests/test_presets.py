@@ -1,0 +1,26 @@
+"""The experiment presets compose, and the fast preset trains through launch.py (tiny step counts)."""
+
+import json
+
+from omegaconf import OmegaConf
+
+
+def test_fast_preset_trains_with_its_own_schedule(launch, tmp_path):
+    proc = launch("experiment=lunar_lander_fast", f"run_dir={tmp_path}", "pipeline.stages.0.max_stage_steps=8192",
+                  "pipeline.save_interval=4096")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = OmegaConf.load(tmp_path / "config.yaml")
+    rollout = cfg.pipeline.num_steps * cfg.machine.num_samplers
+    assert rollout < 16000 and cfg.model.log_prob == "joint" and cfg.pipeline.use_gae
+    steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("ckpt_*.pt"))
+    assert steps[-1] == json.loads((tmp_path / "DONE").read_text())["total_steps"] >= 8192
+    assert all(s % rollout == 0 for s in steps)
+
+
+def test_stop_at_valid_reward_ends_the_run_at_the_first_validation_reaching_it(launch, tmp_path):
+    proc = launch("experiment=smoke", f"run_dir={tmp_path}", "pipeline.stop_at_valid_reward=-10000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
+    assert [v["training_steps"] for v in valid] == [800]  # smoke runs 1600 steps, validating every 800
+    assert valid[0]["wall_s"] > 0
+    assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 800
