@@ -235,11 +235,14 @@ def test(cfg: DictConfig) -> float:
     else:
         raise ConfigError(f"run_dir: {run_dir} holds no config.yaml of a training run; "
                           "give the folder a training run wrote, or checkpoint=FILE")
-    for override in HydraConfig.get().overrides.task:
-        key = override.lstrip("+~").split("=", 1)[0]
+    overrides = [(o.lstrip("+~").split("=", 1)[0], o) for o in HydraConfig.get().overrides.task]
+    for key, _ in overrides:
+        if key in RESUME_MAY_CHANGE:  # where it runs and logs: any option of the group (logger=wandb)
+            run_cfg[key] = cfg[key]
+    for key, override in overrides:
         if key.split(".")[0] in TEST_MAY_CHANGE and "." in key:
             OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
-        elif key in TEST_MAY_CHANGE:
+        elif key in TEST_MAY_CHANGE and key not in RESUME_MAY_CHANGE:
             log.warning("test mode builds %s from the run's saved config; ignoring %s", key, override)
     run_cfg.test = cfg.test
     check_config(run_cfg, TEST_MAY_CHANGE + ("test",))

@@ -292,22 +292,28 @@ class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.enabled:
             self.pending = (Path(config.hydra.sweep.dir), config)
-            atexit.register(self._write)
+            atexit.register(self._write, at_exit=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._write()
 
-    def _write(self) -> None:
+    def _write(self, at_exit: bool = False) -> None:
         if self.pending is None:
             return
         sweep_dir, config = self.pending
         self.pending = None
         if not sweep_dir.is_dir():
             return
+        # W&B cannot start its service while the interpreter shuts down: after a failed sweep the report
+        # goes to files only, and `mode=report` logs it
+        logger = None if at_exit else report_logger(config)
         try:
             with _plain_logging():
-                result = write_report(sweep_dir, self.threshold, report_logger(config), str(config.hydra.sweep.dir))
+                result = write_report(sweep_dir, self.threshold, logger, str(config.hydra.sweep.dir))
                 print_report(result, sweep_dir)
+                if at_exit and report_logger(config) is not None:
+                    log.info("to log this report to W&B: python launch.py mode=report sweep_dir=%s logger=%s",
+                             sweep_dir, config.hydra.runtime.choices.get("logger", "wandb"))
         except Exception as e:  # noqa: BLE001 - a report problem must not hide the sweep's own outcome
             log.warning("sweep report failed: %s: %s", type(e).__name__, e)
 

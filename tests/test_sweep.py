@@ -60,11 +60,16 @@ def test_a_failed_job_is_listed_and_the_others_still_reported(launch, tmp_path):
     md = (sweep / "report.md").read_text()
     assert "| `machine.num_samplers=4` | 1/1 |" in md
     assert "Failed or unfinished jobs" in md and "| 1 | failed |" in md and "must be >= 1" in md
-    # the report joins the sweep's W&B group as a run of its own, with the table
+    # `mode=report` logs the report to the sweep's W&B group as a run of its own, with the table
+    again = launch("mode=report", f"sweep_dir={sweep}", "logger=wandb",
+                   env={**WANDB_OFFLINE_ENV, "HOME": str(tmp_path)})
+    assert again.returncode == 0, again.stderr
     (report_run,) = (sweep / "wandb").glob("offline-run-*")
     rec = read_offline_run(report_run)
     assert rec["run"]["job_type"] == "report" and rec["run"]["group"] == str(sweep)
-    assert any("report/table" in h for h in rec["history"])
+    assert any(h.get("report/table/_type") == "table-file" and h.get("report/table/nrows") == 2
+               for h in rec["history"])  # media are stored under nested keys
+    assert any(h.get("report/curves/_type") == "image-file" for h in rec["history"])
 
 
 def test_an_interrupted_sweep_resumes_finished_jobs_skipped_and_numbering_kept(tmp_path):

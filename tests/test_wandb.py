@@ -55,8 +55,8 @@ def test_offline_run_records_metrics_against_env_steps_and_the_resolved_config(l
     (test_dir,) = (run / "test").iterdir()
     test_rec = read_offline_run(_offline_runs(test_dir)[0])
     assert test_rec["run"]["job_type"] == "test"
-    (video,) = [h for h in test_rec["history"] if "test/episode_vid" in h]
-    assert video["env_steps"] == 4000 and video["test/episode_vid"]["_type"] == "video-file"
+    (video,) = [h for h in test_rec["history"] if "test/episode_vid/_type" in h]  # media: nested keys
+    assert video["env_steps"] == 4000 and video["test/episode_vid/_type"] == "video-file"
     assert any(h.get("test/reward") is not None for h in test_rec["history"])
 
 
