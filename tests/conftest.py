@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,16 @@ def launch():
 
 # W&B with no account: offline, nothing read from the developer's own ~/.netrc or W&B settings.
 WANDB_OFFLINE_ENV = {"WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_BASE_URL": None, "WANDB_SILENT": "true"}
+
+
+def stop_after_first_checkpoint(*args: str, run_dir: Path, env: dict | None = None,
+                                signum: int = signal.SIGTERM) -> subprocess.CompletedProcess:
+    """Start ``launch.py ARGS``, send ``signum`` once its first checkpoint is in ``run_dir``, wait for it."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=launch_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")

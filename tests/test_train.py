@@ -1,7 +1,6 @@
 """Tiny trainings through launch.py: outputs, TensorBoard tags, kill + resume, graceful stop."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -9,7 +8,7 @@ import time
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_after_first_checkpoint
 
 # 4 samplers x 100 steps = 400 env steps a rollout; 10 rollouts; checkpoint every 2.
 TINY = ["experiment=smoke", "pipeline.stages.0.max_stage_steps=4000", "pipeline.num_steps=100",
@@ -82,14 +81,9 @@ def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch, tmp_pat
 
 
 def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
-    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, "pipeline.stages.0.max_stage_steps=40000",
-           f"run_dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    proc = stop_after_first_checkpoint(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}",
+                                       run_dir=tmp_path)
+    out = proc.stdout
     assert proc.returncode == 3, out
     assert "stopped by SIGTERM" in out and "resume=true" in out
     stopped_at = max(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("ckpt_*.pt"))

@@ -1,12 +1,8 @@
 """W&B through launch.py, offline (no account needed): what the run recorded, resume, trouble."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
-from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env
+from tests.conftest import WANDB_OFFLINE_ENV, run_launch, stop_after_first_checkpoint
 from tests.test_train import TINY
 from tests.wandb_records import read_offline_run
 
@@ -63,22 +59,14 @@ def test_offline_run_records_metrics_against_env_steps_and_the_resolved_config(l
 def test_resumed_job_continues_the_same_wandb_run(tmp_path):
     run = tmp_path / "run"
     args = [*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={run}", "logger=wandb"]
-    env = launch_env(_env(tmp_path))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not list((run / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 3, out
+    proc = stop_after_first_checkpoint(*args, run_dir=run, env=_env(tmp_path))
+    assert proc.returncode == 3, proc.stdout
     first_id = json.loads((run / "wandb_run.json").read_text())["id"]
     stopped = read_offline_run(_offline_runs(run)[0])
     assert stopped["preempting"], "a stop on a signal marks the W&B run as preempting"
     stopped_at = max(h["env_steps"] for h in stopped["history"])
 
-    resumed = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, "resume=true"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = run_launch(*args, "resume=true", env=_env(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
     runs = _offline_runs(run)
     assert len(runs) == 2
