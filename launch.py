@@ -90,7 +90,9 @@ def check_top_level(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     if cfg.mode not in MODES:
         raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-    if cfg.mode == "report" and not (isinstance(cfg.sweep_dir, str) and Path(cfg.sweep_dir).is_dir()):
+    if not isinstance(cfg.solved_reward, (int, float)) or isinstance(cfg.solved_reward, bool):
+        raise ConfigError(f"solved_reward: expected a number, got {cfg.solved_reward!r}")
+    if cfg.mode == "report" and not isinstance(cfg.sweep_dir, str):
         raise ConfigError(f"sweep_dir: report mode needs the folder of a multirun, got {cfg.sweep_dir!r}")
     if cfg.checkpoint is not None and not isinstance(cfg.checkpoint, str):
         raise ConfigError(f"checkpoint: expected a file path, got {cfg.checkpoint!r}")
@@ -192,6 +194,7 @@ def train(cfg: DictConfig) -> float:
         cfg = config_for_resume(cfg, run_dir)
     check_config(cfg, GROUPS)
     print_config_tree(cfg)
+    group, name = job_identity(cfg)
     torch.manual_seed(cfg.seed)  # model init
     factory = _instantiate(cfg, "env")
     if not isinstance(factory.action_space, gym.spaces.Box):
@@ -203,7 +206,7 @@ def train(cfg: DictConfig) -> float:
         run_dir=run_dir, task_factory=factory, model=model, loss=_instantiate(cfg, "algo"),
         pipeline=_instantiate(cfg, "pipeline"), machine=_instantiate(cfg, "machine"),
         logger=_instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
-        resume=cfg.resume, init_weights=cfg.checkpoint, group=job_identity(cfg)[0], name=job_identity(cfg)[1],
+        resume=cfg.resume, init_weights=cfg.checkpoint, group=group, name=name,
     )
     save_provenance(run_dir, cfg, CODE_DIR)
     log.info("run dir: %s", run_dir)
@@ -217,6 +220,7 @@ def test(cfg: DictConfig) -> float:
     """Evaluate checkpoints of a training run; returns the last tested checkpoint's mean reward."""
     from rl_core.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
     from rl_core.config_check import ConfigError, check_config
+    from rl_core.loggers import RunInfo
     from rl_core.tester import Tester
 
     check_top_level(cfg)
@@ -256,8 +260,9 @@ def test(cfg: DictConfig) -> float:
                          action_dim=int(factory.action_space.shape[0]))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("testing %d of %d checkpoint(s) of %s into %s", len(chosen), len(found), run_dir, out_dir)
+    run_info = RunInfo(out_dir, "test", name=str(out_dir), config=OmegaConf.to_container(run_cfg, resolve=True))
     results, failures = Tester(out_dir, factory, model, _instantiate(run_cfg, "machine"), selection,
-                               _instantiate(run_cfg, "logger"), int(run_cfg.seed)).run(chosen)
+                               _instantiate(run_cfg, "logger"), int(run_cfg.seed), run_info).run(chosen)
     if failures:
         raise CheckpointError(f"{len(failures)} of {len(chosen)} checkpoint(s) could not be tested "
                               f"(named above); results of the others are in {out_dir / 'test.json'}")
@@ -268,8 +273,13 @@ def report(cfg: DictConfig) -> float | None:
     """Write the sweep report of ``sweep_dir``; returns the best group's mean final reward."""
     from rl_core.report import print_report, report_logger, write_report
 
+    from rl_core.config_check import ConfigError
+    from rl_core.report import read_sweep
+
     check_top_level(cfg)
     sweep_dir = Path(cfg.sweep_dir)
+    if not read_sweep(sweep_dir):  # Hydra has made the folder by now (it is report mode's job dir)
+        raise ConfigError(f"sweep_dir: {sweep_dir} holds no jobs of a multirun (folders with .hydra/overrides.yaml)")
     result = write_report(sweep_dir, float(cfg.solved_reward), report_logger(cfg), str(sweep_dir))
     print_report(result, sweep_dir)
     means = [r["mean"] for r in result["rows"] if r["seeds"]]

@@ -24,6 +24,9 @@ def _assert_one_line_error(proc, *fragments):
     (["env.env_id=LunarLandrContinuous-v3"], ["env.env_id: gymnasium does not know", "LunarLanderContinuous-v3"]),
     (["env.env_id=LunarLander-v3"], ["env.env_id: LunarLander-v3 has action space Discrete(4)", "continuous (Box)"]),
     (["mode=play"], ["mode: must be one of train"]),
+    (["logger=tb_wandb", "logger.wandb.mode=sometimes"], ["logger.wandb.mode: must be one of auto, online"]),
+    (["pipeline.stop_at_valid_reward=high"], ["pipeline.stop_at_valid_reward: expected float | None, got 'high'"]),
+    (["solved_reward=abc"], ["solved_reward: expected a number, got 'abc'"]),
 ])
 def test_bad_config(launch, tmp_path, args, fragments):
     _assert_one_line_error(launch(*SMOKE, f"run_dir={tmp_path}", *args), *fragments)
@@ -52,3 +55,8 @@ def test_checkpoint_with_another_model_shape_names_the_parameter(launch, tmp_pat
     assert torch.load(ckpt, weights_only=True)["state"]["total_steps"] == 1600
     _assert_one_line_error(launch(*SMOKE, f"run_dir={tmp_path / 'b'}", f"checkpoint={ckpt}", "model.hidden_sizes=[16]"),
                            "parameter actor.0.weight has shape (64, 8) in the checkpoint but (16, 8)")
+
+
+def test_report_of_a_folder_without_jobs(launch, tmp_path):
+    _assert_one_line_error(launch("mode=report", f"sweep_dir={tmp_path / 'empty'}"),
+                           "sweep_dir:", "holds no jobs of a multirun")
