@@ -6,9 +6,32 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LOG_PROB_MODES = ("per_dim", "joint")
+
+
+class _SigmoidTanh(torch.autograd.Function):
+    """tanh(x) as 2·sigmoid(2x) − 1 forward, tanh's own backward. The same function to ~1e-7; ATen's
+    CPU tanh measured 2.5-3.4x slower than its sigmoid here, and tanh was a fifth of a PPO update."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    # The sigmoid form pays off on update batches; per-step inference (no grad, a few rows) is
+    # dispatch-bound and keeps the one-op tanh.
+    return _SigmoidTanh.apply(x) if x.requires_grad and x.device.type == "cpu" else torch.tanh(x)
 
 
 def _mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -18,6 +41,14 @@ def _mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequentia
         in_dim = size
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
+
+
+def _run_mlp(layers: tuple[nn.Linear, ...], x: torch.Tensor) -> torch.Tensor:
+    """The function of an MLP made by :func:`_mlp` (its Linear layers given), without a module call per
+    layer: on the 8-row batches of collection, module-call overhead was 2/3 of the forward (108 vs 46 us)."""
+    for layer in layers[:-1]:
+        x = _tanh(F.linear(x, layer.weight, layer.bias))
+    return F.linear(x, layers[-1].weight, layers[-1].bias)
 
 
 class MemorylessActorCritic(nn.Module):
@@ -52,6 +83,8 @@ class MemorylessActorCritic(nn.Module):
         self.obs_dim, self.action_dim = obs_dim, action_dim
         self.actor = _mlp(obs_dim, hidden_sizes, action_dim)
         self.critic = _mlp(obs_dim, hidden_sizes, 1)
+        self._actor_linears = tuple(m for m in self.actor if isinstance(m, nn.Linear))
+        self._critic_linears = tuple(m for m in self.critic if isinstance(m, nn.Linear))
         self.joint = log_prob == "joint"
         log_std = torch.full((action_dim,), math.log(action_std))
         if learn_std:
@@ -66,7 +99,7 @@ class MemorylessActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs ``[B, D]`` → (action mean ``[B, A]`` in [-1, 1], value ``[B]``)."""
-        return torch.tanh(self.actor(obs)), self.critic(obs).squeeze(-1)
+        return _tanh(_run_mlp(self._actor_linears, obs)), _run_mlp(self._critic_linears, obs).squeeze(-1)
 
     def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw actions ``[B, A]`` from Normal(mean, std); unclipped (the env clips)."""

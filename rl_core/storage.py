@@ -10,8 +10,8 @@ import torch
 class RolloutStorage:
     """Tensors of one rollout (``D`` obs dims, ``A`` action dims, ``K`` log-prob entries per step).
 
-    obs ``[T+1, N, D]`` (obs[T] is the first of the next rollout), actions ``[T, N, A]``,
-    log_probs ``[T, N, K]``, values ``[T+1, N]``, rewards / terminated / truncated /
+    obs ``[T+1, N, D]`` (obs[T] is the first of the next rollout), actions and their Normal's
+    means ``[T, N, A]``, log_probs ``[T, N, K]``, values ``[T+1, N]``, rewards / terminated / truncated /
     final_values ``[T, N]``; returns ``[T, N]`` after :meth:`set_returns`.
     """
 
@@ -22,6 +22,7 @@ class RolloutStorage:
         z = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
         self.obs = z(T + 1, N, obs_dim)
         self.actions = z(T, N, action_dim)
+        self.means = z(T, N, action_dim)
         self.log_probs = z(T, N, log_prob_dims)
         self.values = z(T + 1, N)
         self.rewards = z(T, N)

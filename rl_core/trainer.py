@@ -233,23 +233,38 @@ class Trainer:
 
     @torch.no_grad()
     def _collect(self, samplers: Samplers, storage: RolloutStorage, settings: StageSettings) -> None:
-        """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples."""
+        """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples.
+
+        The per-step loop is dispatch-bound (8-row batches), so it does as few torch calls as it can: the
+        rollout's noise is drawn in one call (the same numbers as one draw per step when ``N·A`` is a
+        multiple of 16), the old log-probs are computed once at the end, and on the CPU the env results
+        go into the storage through numpy views.
+        """
         buf = samplers.buf
         model, dev = self.model, self.device
+        noise = torch.randn(storage.actions.shape, generator=self.generator, device=dev)
+        std = model.log_std.exp()
+        host = dev.type == "cpu"
+        if host:
+            rewards, terminated, truncated, obs_np = (x.numpy() for x in (storage.rewards, storage.terminated,
+                                                                        storage.truncated, storage.obs))
         for t in range(storage.num_steps):
             mean, value = model(storage.obs[t])
-            action = model.sample(mean, self.generator)
-            storage.actions[t] = action
-            storage.log_probs[t] = model.log_prob(mean, action)
+            storage.means[t] = mean
             storage.values[t] = value
-            self.window.episodes += samplers.step(action.cpu().numpy())
-            storage.rewards[t] = torch.from_numpy(buf.reward).to(dev)
-            storage.terminated[t] = torch.from_numpy(buf.terminated).to(dev)
-            storage.truncated[t] = torch.from_numpy(buf.truncated).to(dev)
-            storage.obs[t + 1] = torch.from_numpy(buf.obs).to(dev)
+            action = torch.addcmul(mean, std, noise[t], out=storage.actions[t])
+            self.window.episodes += samplers.step(action.numpy() if host else action.cpu().numpy())
+            if host:
+                rewards[t], terminated[t], truncated[t], obs_np[t + 1] = buf.reward, buf.terminated, buf.truncated, buf.obs
+            else:
+                storage.rewards[t] = torch.from_numpy(buf.reward).to(dev)
+                storage.terminated[t] = torch.from_numpy(buf.terminated).to(dev)
+                storage.truncated[t] = torch.from_numpy(buf.truncated).to(dev)
+                storage.obs[t + 1] = torch.from_numpy(buf.obs).to(dev)
             if settings.bootstrap_truncation and buf.truncated.any():
                 rows = torch.from_numpy(np.flatnonzero(buf.truncated)).to(dev)
                 storage.final_values[t, rows] = model(torch.from_numpy(buf.final_obs).to(dev)[rows])[1]
+        storage.log_probs.copy_(model.log_prob(storage.means, storage.actions))
         storage.values[-1] = model(storage.obs[-1])[1]
         storage.final_values.mul_(storage.truncated)
 

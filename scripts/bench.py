@@ -80,7 +80,7 @@ def update_ms(batch: int, num_mini_batch: int, repeats: int = 20) -> float:
         storage.values[:-1] = value
     loss = PPOLoss()
     prepare_advantages(storage, loss, 0.99, True, 0.95, False)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as conf/pipeline/gym_tutorial.yaml
     ppo_update(model, loss, opt, storage, 1, num_mini_batch, 0.5, gen)  # warm-up
     t0 = time.perf_counter()
     ppo_update(model, loss, opt, storage, repeats, num_mini_batch, 0.5, gen)
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     parser.add_argument("--quick", action="store_true", help="160k-step default run, 1 seed for time-to-solve")
     parser.add_argument("--seeds", default="1,2,3", help="time-to-solve training seeds")
+    parser.add_argument("--configs", default=",".join(SOLVE_CONFIGS), help="time-to-solve configs, comma-separated")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -224,12 +225,15 @@ def main() -> None:
 
     if "solve" in only:
         seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
-        solve, curves = {}, {}
+        names = args.configs.split(",")
+        unknown = set(names) - set(SOLVE_CONFIGS)
+        if unknown:
+            raise SystemExit(f"--configs: unknown {sorted(unknown)}; choose from {list(SOLVE_CONFIGS)}")
+        solve = results.get("time_to_solve", {})  # configs not run this time keep their figures
         for name, overrides in SOLVE_CONFIGS.items():
-            if "envpool" in name and "envpool" not in backends:
+            if name not in names or ("envpool" in name and "envpool" not in backends):
                 continue
             runs = []
-            curves[name] = []
             for seed in seeds:
                 run_dir = out / "solve" / f"{name.replace(' + ', '_')}_{seed}"
                 wall, _, proc = launch(run_dir, overrides + SOLVE_EVAL + [f"seed={seed}"])
@@ -239,15 +243,15 @@ def main() -> None:
                 runs.append({"seed": seed, "solved": hit is not None,
                              "env_steps": hit["training_steps"] if hit else None,
                              "train_wall_s": round(hit["wall_s"], 1) if hit else None,
-                             "process_wall_s": round(hit["wall_s"] + startup, 1) if hit else None})
-                curves[name].append([(v["wall_s"], v["reward"]) for v in valid])
-                print(f"solve {name} seed {seed}: {runs[-1]}", flush=True)
+                             "process_wall_s": round(hit["wall_s"] + startup, 1) if hit else None,
+                             "curve": [(v["wall_s"], round(v["reward"], 1)) for v in valid]})
+                print(f"solve {name} seed {seed}: { {k: v for k, v in runs[-1].items() if k != 'curve'} }", flush=True)
             solved = [r for r in runs if r["solved"]]
             med = (lambda key: float(np.median([r[key] if r["solved"] else np.inf for r in runs])))
             solve[name] = {"runs": runs, "solved": f"{len(solved)}/{len(runs)}", "median_env_steps": med("env_steps"),
                            "median_process_wall_s": med("process_wall_s"), "median_train_wall_s": med("train_wall_s")}
         results["time_to_solve"] = solve
-        plot_solve(curves, out / "solve_curves.png")
+        plot_solve({name: [r.get("curve", []) for r in s["runs"]] for name, s in solve.items()}, out / "solve_curves.png")
 
     json_file.write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(results))

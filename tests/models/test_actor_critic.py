@@ -1,0 +1,51 @@
+"""The actor-critic's fast paths compute the same function as its plain nn.Sequential MLPs."""
+
+import math
+
+import torch
+
+from models.actor_critic import MemorylessActorCritic
+
+
+def _reference(model: MemorylessActorCritic, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model as plain modules: Sequential(Linear, Tanh, ...) calls and torch.tanh on the mean."""
+    return torch.tanh(model.actor(obs)), model.critic(obs).squeeze(-1)
+
+
+def test_inference_forward_is_bit_identical_to_the_module_calls():
+    torch.manual_seed(0)
+    model = MemorylessActorCritic(8, 2)
+    obs = torch.randn(8, 8)
+    with torch.no_grad():
+        mean, value = model(obs)
+        ref_mean, ref_value = _reference(model, obs)
+    assert torch.equal(mean, ref_mean) and torch.equal(value, ref_value)
+    assert mean.shape == (8, 2) and value.shape == (8,)
+
+
+def test_training_forward_and_gradients_match_torch_tanh():
+    torch.manual_seed(1)
+    model = MemorylessActorCritic(8, 2, hidden_sizes=(64, 32))
+    obs = torch.randn(4096, 8) * 3  # wide inputs reach tanh's saturated ends too
+    mean, value = model(obs)
+    ref_mean, ref_value = _reference(model, obs)
+    assert torch.allclose(mean, ref_mean, atol=1e-6) and torch.allclose(value, ref_value, atol=1e-5)
+    assert mean.abs().max() <= 1.0
+
+    def grads(out: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        model.zero_grad()
+        ((out[0] ** 2).sum() + out[1].sum()).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for g, ref in zip(grads(model(obs)), grads(_reference(model, obs))):
+        assert torch.allclose(g, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_log_prob_and_entropy_of_the_fixed_std():
+    model = MemorylessActorCritic(8, 2, action_std=0.5)
+    mean = torch.zeros(3, 2)
+    actions = torch.tensor([[0.0, 0.5], [1.0, -1.0], [0.25, 0.0]])
+    expected = -(actions ** 2) / (2 * 0.25) - math.log(0.5) - 0.5 * math.log(2 * math.pi)
+    assert torch.allclose(model.log_prob(mean, actions), expected)
+    entropy = 0.5 * math.log(2 * math.pi * math.e * 0.25)  # ≈ 0.7258 nats per dimension
+    assert torch.allclose(model.entropy(mean), torch.full((3, 2), entropy))

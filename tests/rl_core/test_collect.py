@@ -1,0 +1,54 @@
+"""Rollout collection: what lands in the storage is what the policy and the envs produced, step for step."""
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from envs.tasks import GymTaskFactory
+from models.actor_critic import MemorylessActorCritic
+from rl_core.machine import Machine
+from rl_core.pipeline import PipelineStage, TrainingPipeline
+from rl_core.ppo import PPOLoss
+from rl_core.storage import RolloutStorage
+from rl_core.trainer import Trainer
+
+T, N, SEED = 150, 3, 5
+
+
+def test_collected_rollout_matches_the_policy_and_a_replay_of_the_envs(tmp_path):
+    torch.manual_seed(0)
+    factory, model = GymTaskFactory(), MemorylessActorCritic(8, 2)
+    pipeline = TrainingPipeline([PipelineStage(max_stage_steps=T * N)], partial(torch.optim.Adam, lr=1e-3),
+                                num_steps=T, bootstrap_truncation=True)
+    trainer = Trainer(tmp_path, factory, model, PPOLoss(), pipeline, Machine(num_samplers=N), logger=None,
+                      seed=SEED, config={})
+    storage = RolloutStorage(T, N, 8, 2, model.log_prob_dims, torch.device("cpu"))
+    with factory.train_samplers(N, 0, SEED) as samplers:
+        storage.obs[0] = torch.from_numpy(samplers.reset())
+        trainer._collect(samplers, storage, pipeline.settings(0))
+
+    # actions: mean + std * noise, the noise drawn from the run's generator in one [T, N, A] call
+    noise = torch.randn((T, N, 2), generator=torch.Generator().manual_seed(SEED))
+    assert torch.allclose(storage.actions, storage.means + 0.5 * noise, atol=1e-6)
+    with torch.no_grad():  # per-step forwards agree with one batched forward over the rollout's obs
+        mean, value = model(storage.obs)
+    assert torch.allclose(storage.means, mean[:-1], atol=1e-6)
+    assert torch.allclose(storage.values, value, atol=1e-5)
+    assert torch.allclose(storage.log_probs, model.log_prob(mean[:-1], storage.actions), atol=1e-5)
+
+    # the env results: a fresh set of samplers with the same seed, fed the stored actions
+    rewards, obs, ended = [], [storage.obs[0].numpy().copy()], []
+    with factory.train_samplers(N, 0, SEED) as replay:
+        assert np.array_equal(replay.reset(), obs[0])
+        for t in range(T):
+            ended += replay.step(storage.actions[t].numpy())
+            rewards.append(replay.buf.reward.copy())
+            obs.append(replay.buf.obs.copy())
+            assert np.array_equal(storage.terminated[t].numpy().astype(bool), replay.buf.terminated)
+            assert np.array_equal(storage.truncated[t].numpy().astype(bool), replay.buf.truncated)
+    assert np.array_equal(storage.rewards.numpy(), np.stack(rewards))
+    assert np.array_equal(storage.obs.numpy(), np.stack(obs))
+    assert ended and len(ended) == int(storage.terminated.sum() + storage.truncated.sum())
+    # a time limit is bootstrapped only where one happened
+    assert torch.equal(storage.final_values != 0, storage.truncated.bool())
