@@ -101,10 +101,16 @@ class MemorylessActorCritic(nn.Module):
         """obs ``[B, D]`` → (action mean ``[B, A]`` in [-1, 1], value ``[B]``)."""
         return _tanh(_run_mlp(self._actor_linears, obs)), _run_mlp(self._critic_linears, obs).squeeze(-1)
 
-    def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw actions ``[B, A]`` from Normal(mean, std); unclipped (the env clips)."""
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + self.log_std.exp() * noise
+    def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw actions ``[B, A]`` from Normal(mean, std); unclipped (the env clips).
+
+        ``noise``: standard-normal draws ``[B, A]`` to use instead of drawing from ``generator``;
+        ``out``: a tensor to write the actions into.
+        """
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return torch.addcmul(mean, self.log_std.exp(), noise, out=out)
 
     def log_prob(self, mean: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Log-density of ``actions`` ``[B, A]``: ``[B, K]`` (per dimension, or summed when joint)."""

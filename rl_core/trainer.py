@@ -243,7 +243,6 @@ class Trainer:
         buf = samplers.buf
         model, dev = self.model, self.device
         noise = torch.randn(storage.actions.shape, generator=self.generator, device=dev)
-        std = model.log_std.exp()
         host = dev.type == "cpu"
         if host:
             rewards, terminated, truncated, obs_np = (x.numpy() for x in (storage.rewards, storage.terminated,
@@ -252,10 +251,11 @@ class Trainer:
             mean, value = model(storage.obs[t])
             storage.means[t] = mean
             storage.values[t] = value
-            action = torch.addcmul(mean, std, noise[t], out=storage.actions[t])
+            action = model.sample(mean, noise=noise[t], out=storage.actions[t])
             self.window.episodes += samplers.step(action.numpy() if host else action.cpu().numpy())
             if host:
-                rewards[t], terminated[t], truncated[t], obs_np[t + 1] = buf.reward, buf.terminated, buf.truncated, buf.obs
+                rewards[t], terminated[t], truncated[t] = buf.reward, buf.terminated, buf.truncated
+                obs_np[t + 1] = buf.obs
             else:
                 storage.rewards[t] = torch.from_numpy(buf.reward).to(dev)
                 storage.terminated[t] = torch.from_numpy(buf.terminated).to(dev)
