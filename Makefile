@@ -9,7 +9,7 @@ DEPS   := pyproject.toml constraints.txt
 help:
 	@echo "make run    - set up .venv and train the tutorial's experiment (1.2M env steps)"
 	@echo "make test   - set up .venv with the dev extras and run the test suite"
-	@echo "make bench  - print env-only and training throughput and time the full default run"
+	@echo "make bench  - throughput, update cost, time to solve (beside SB3); writes bench_results/"
 	@echo "make smoke  - a few seconds of training through every code path"
 
 $(VENV)/.ok-base: $(DEPS)
@@ -22,6 +22,11 @@ $(VENV)/.ok-dev: $(VENV)/.ok-base
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
+# the bench also measures the optional envpool backend and Stable-Baselines3 side by side
+$(VENV)/.ok-bench: $(VENV)/.ok-base
+	$(PY) -m pip install -q -c constraints.txt -e '.[envpool,sb3]'
+	@touch $@
+
 run: $(VENV)/.ok-base
 	$(PY) launch.py $(ARGS)
 
@@ -31,7 +36,7 @@ smoke: $(VENV)/.ok-base
 test: $(VENV)/.ok-dev
 	$(PY) -m pytest $(ARGS)
 
-bench: $(VENV)/.ok-base
+bench: $(VENV)/.ok-bench
 	$(PY) scripts/bench.py $(ARGS)
 
 clean:

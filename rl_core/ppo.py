@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from rl_core.returns import compute_returns, normalize
 from rl_core.storage import RolloutStorage
+
+log = logging.getLogger(__name__)
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 class PPOLoss:
@@ -60,6 +65,37 @@ class PPOLoss:
                        "action": action_loss.detach(), "entropy": entropy.detach()}
 
 
+class CompiledLoss:
+    """``loss`` through ``torch.compile``: inductor fuses the forward, the loss terms and their backward
+    into C++ kernels, one graph per minibatch shape (``dynamic=False``: the shapes of a run are fixed).
+
+    The first call also runs a backward, so that a compile failure of either graph (no C++ compiler,
+    an unsupported platform) shows there; it then warns once and the run goes on in eager mode.
+    """
+
+    def __init__(self, loss: PPOLoss) -> None:
+        self.eager = loss
+        self.compiled: LossFn | None = torch.compile(loss, dynamic=False)
+        self.checked = False
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.compiled is None:
+            return self.eager(model, batch)
+        if self.checked:
+            return self.compiled(model, batch)
+        try:
+            total, info = self.compiled(model, batch)
+            params = [p for p in model.parameters() if p.requires_grad]
+            torch.autograd.grad(total, params, retain_graph=True)  # compiles the backward graph now
+        except Exception as e:  # noqa: BLE001 - any compiler failure: inductor raises many kinds
+            log.warning("machine.compile: torch.compile failed (%s: %s); training goes on in eager mode",
+                        type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
+            self.compiled = None
+            return self.eager(model, batch)
+        self.checked = True
+        return total, info
+
+
 def prepare_advantages(storage: RolloutStorage, loss: PPOLoss, gamma: float, use_gae: bool,
                        gae_lambda: float, bootstrap_truncation: bool) -> None:
     """Fill ``storage.returns`` and ``storage.advantages`` (return − value, optionally normalised)."""
@@ -69,7 +105,7 @@ def prepare_advantages(storage: RolloutStorage, loss: PPOLoss, gamma: float, use
     storage.advantages.copy_(normalize(adv) if loss.normalize_advantage else adv)
 
 
-def ppo_update(model: nn.Module, loss: PPOLoss, optimizer: torch.optim.Optimizer, storage: RolloutStorage,
+def ppo_update(model: nn.Module, loss: LossFn, optimizer: torch.optim.Optimizer, storage: RolloutStorage,
                update_repeats: int, num_mini_batch: int, max_grad_norm: float,
                generator: torch.Generator | None = None) -> dict[str, float]:
     """``update_repeats`` passes over the rollout, ``num_mini_batch`` optimizer steps each.

@@ -24,7 +24,7 @@ from rl_core.evaluation import METRICS, fixed_tasks, play_tasks, summarize
 from rl_core.loggers import Logger, RunInfo
 from rl_core.machine import Machine
 from rl_core.pipeline import StageSettings, TrainingPipeline
-from rl_core.ppo import PPOLoss, ppo_update, prepare_advantages
+from rl_core.ppo import CompiledLoss, PPOLoss, ppo_update, prepare_advantages
 from rl_core.progress import TrainProgress
 from rl_core.schedules import EnvStepLR, LinearDecay
 from rl_core.storage import RolloutStorage
@@ -142,6 +142,7 @@ class Trainer:
             if unknown:
                 raise ValueError(f"pipeline.stages[{i}].loss_names: unknown loss {sorted(unknown)}; "
                                  f"available: ['{loss.name}']")
+        self.update_loss = CompiledLoss(loss) if machine.compile else loss
         self.optimizer = pipeline.optimizer(self.model.parameters())
         self.scheduler = pipeline.lr_scheduler(self.optimizer) if pipeline.lr_scheduler else None
         if isinstance(self.scheduler, EnvStepLR):
@@ -333,7 +334,7 @@ class Trainer:
                     torch.set_num_threads(m.torch_threads)
                     prepare_advantages(storage, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
                                        settings.bootstrap_truncation)
-                    losses = ppo_update(self.model, self.loss, self.optimizer, storage, settings.update_repeats,
+                    losses = ppo_update(self.model, self.update_loss, self.optimizer, storage, settings.update_repeats,
                                         settings.num_mini_batch, settings.max_grad_norm, self.generator)
                     storage.start_next()
                     obs = storage.obs[0]

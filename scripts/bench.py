@@ -3,21 +3,26 @@
 Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) and prints them:
 
 * ``env``: env-only steps/s (random actions, no policy) for each backend and sampler layout: the floor;
-* ``update``: ms per PPO gradient step for the default (16,000-step full batch) and the fast preset (4,096);
+* ``update``: ms per PPO gradient step for the default (16,000-step full batch) and the fast preset (4,096),
+  eager and with ``machine.compile=true``; the floor: the matmuls of a default step at this machine's
+  measured matmul rate, and the best share of env-only throughput the default could reach with it;
 * ``default``: the full default run (1.2M steps; 160k with --quick): wall time, training steps/s with the
   collection share, peak RSS, validation curve;
 * ``scaling``: training steps/s (fast preset's update schedule) over samplers 1..32 and worker processes;
 * ``solve``: time-to-solve: wall seconds and env steps until a deterministic evaluation over 10 fixed-seed
-  episodes (run every ~25k steps) first reaches a mean reward >= 200; median over 3 seeds, per config.
+  episodes (run every ~25k steps) first reaches a mean reward >= 200; median over 3 seeds, per config;
+* ``sb3``: the same for Stable-Baselines3 PPO with RL Zoo's hyperparameters (``scripts/sb3_solve.py``), side
+  by side, when stable-baselines3 is installed (``pip install -e '.[sb3]'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,20 +31,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("env", "update", "default", "scaling", "solve")
+SECTIONS = ("env", "update", "default", "scaling", "solve", "sb3")
 FAST = ["experiment=lunar_lander_fast"]
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
-SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL}
+SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL,
+                 "fast + envpool + compile": FAST + ENVPOOL + ["machine.compile=true"]}
+SB3 = "SB3 PPO, RL Zoo hyperparameters"  # scripts/sb3_solve.py, same protocol; only when stable-baselines3 is installed
 # the time-to-solve protocol: 10 deterministic fixed-seed episodes every ~25k steps, stop at the first >= 200
 SOLVE_EVAL = ["pipeline.stop_at_valid_reward=200", "env.valid_episodes_per_sampler=10", "pipeline.save_interval=25000"]
 
 
-def _has_envpool() -> bool:
-    try:
-        import envpool  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _has(module: str) -> bool:
+    """Whether an optional package (envpool, stable_baselines3) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def env_only(backend: str, num_samplers: int, num_workers: int, steps: int = 3000) -> float:
@@ -57,12 +63,13 @@ def env_only(backend: str, num_samplers: int, num_workers: int, steps: int = 300
         return steps * num_samplers / (time.perf_counter() - t0)
 
 
-def update_ms(batch: int, num_mini_batch: int, repeats: int = 20) -> float:
-    """Milliseconds per PPO gradient step on ``batch / num_mini_batch`` samples (the default model)."""
+def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool = False) -> tuple[float, float]:
+    """(ms per PPO gradient step on ``batch / num_mini_batch`` samples of the default model, seconds of the
+    first step: with ``compile``, that is the ``torch.compile`` time)."""
     import torch
 
     from models.actor_critic import MemorylessActorCritic
-    from rl_core.ppo import PPOLoss, ppo_update, prepare_advantages
+    from rl_core.ppo import CompiledLoss, PPOLoss, ppo_update, prepare_advantages
     from rl_core.storage import RolloutStorage
 
     torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
@@ -80,25 +87,83 @@ def update_ms(batch: int, num_mini_batch: int, repeats: int = 20) -> float:
         storage.values[:-1] = value
     loss = PPOLoss()
     prepare_advantages(storage, loss, 0.99, True, 0.95, False)
+    update_loss = CompiledLoss(loss) if compile else loss
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as conf/pipeline/gym_tutorial.yaml
-    ppo_update(model, loss, opt, storage, 1, num_mini_batch, 0.5, gen)  # warm-up
     t0 = time.perf_counter()
-    ppo_update(model, loss, opt, storage, repeats, num_mini_batch, 0.5, gen)
-    return (time.perf_counter() - t0) * 1000 / (repeats * num_mini_batch)
+    ppo_update(model, update_loss, opt, storage, 1, num_mini_batch, 0.5, gen)  # warm-up (and compile)
+    first_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ppo_update(model, update_loss, opt, storage, repeats, num_mini_batch, 0.5, gen)
+    return (time.perf_counter() - t0) * 1000 / (repeats * num_mini_batch), first_s
+
+
+def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
+    """This machine's float32 matmul rate on all cores (n x n times n x n), GFLOP/s: the update's ceiling."""
+    import torch
+
+    torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def step_gflop(batch: int) -> float:
+    """GFLOP of the matmuls alone in one gradient step of the default model on ``batch`` samples: per Linear
+    layer 2·B·in·out forward, the same for its weight gradient and for its input gradient (none for the
+    first layers, whose input is the observation)."""
+    from models.actor_critic import MemorylessActorCritic
+
+    model = MemorylessActorCritic(8, 2)
+    flop = 0
+    for linears in (model._actor_linears, model._critic_linears):
+        for i, layer in enumerate(linears):
+            flop += 2 * batch * layer.in_features * layer.out_features * (2 if i == 0 else 3)
+    return flop / 1e9
+
+
+def run_process(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run ``cmd`` in the repo; (wall seconds, peak RSS in MB of that process, the process). Fails loudly."""
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        t0 = time.perf_counter()
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=out_f, stderr=err_f, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # this run's own rusage, not the max over earlier runs
+        wall = time.perf_counter() - t0
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out_f.seek(0)
+        err_f.seek(0)
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out_f.read(), err_f.read())
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return wall, usage.ru_maxrss // 1024, proc
 
 
 def launch(run_dir: Path, overrides: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Run launch.py; (wall seconds, peak RSS in MB of the largest child so far, the process)."""
+    """Run launch.py into a fresh ``run_dir``; as :func:`run_process`."""
     if run_dir.exists():
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), f"run_dir={run_dir}", *overrides], cwd=ROOT,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"training failed ({' '.join(overrides)}):\n{proc.stderr[-3000:]}")
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
-    return wall, rss_mb, proc
+    return run_process([sys.executable, str(ROOT / "launch.py"), f"run_dir={run_dir}", *overrides])
+
+
+def solve_record(seed: int, wall: float, evals: list[dict]) -> dict:
+    """One time-to-solve run from its evaluations (``training_steps``, ``wall_s`` since training started,
+    ``reward``) and the process wall time; the start-up (imports, set-up) counts in ``process_wall_s``."""
+    hit = next((v for v in evals if v["reward"] >= 200), None)
+    startup = wall - evals[-1]["wall_s"]
+    return {"seed": seed, "solved": hit is not None, "env_steps": hit["training_steps"] if hit else None,
+           "train_wall_s": round(hit["wall_s"], 1) if hit else None,
+           "process_wall_s": round(hit["wall_s"] + startup, 1) if hit else None,
+           "curve": [(v["wall_s"], round(v["reward"], 1)) for v in evals]}
+
+
+def solve_summary(runs: list[dict]) -> dict:
+    """Medians over seeds; a seed that never solved counts as infinite."""
+    med = (lambda key: float(np.median([r[key] if r["solved"] else np.inf for r in runs])))
+    return {"runs": runs, "solved": f"{sum(r['solved'] for r in runs)}/{len(runs)}", "median_env_steps": med("env_steps"),
+            "median_process_wall_s": med("process_wall_s"), "median_train_wall_s": med("train_wall_s")}
 
 
 def tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -145,7 +210,7 @@ def plot_solve(curves: dict[str, list[list[tuple[float, float]]]], png: Path) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for colour, (name, runs) in zip(("C0", "C1", "C2", "C3"), curves.items()):
+    for colour, (name, runs) in zip(("C0", "C1", "C2", "C3", "C4", "C5"), curves.items()):
         for i, run in enumerate(runs):
             ax.plot([w for w, _ in run], [r for _, r in run], "o-", ms=3, color=colour, alpha=0.8,
                     label=name if i == 0 else None)
@@ -173,7 +238,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     json_file = out / "bench.json"
     results: dict = json.loads(json_file.read_text()) if json_file.is_file() else {}  # sections accumulate
-    backends = ["gymnasium"] + (["envpool"] if _has_envpool() else [])
+    backends = ["gymnasium"] + (["envpool"] if _has("envpool") else [])
 
     if "env" in only:
         table = {}
@@ -186,9 +251,27 @@ def main() -> None:
         results["env_only_steps_per_s"] = table
 
     if "update" in only:
-        results["update_ms"] = {"default: 16,000-sample full batch": round(update_ms(16000, 1), 2),
-                                "fast preset: 4,096-sample full batch": round(update_ms(4096, 1), 2)}
-        print("ms per PPO gradient step:", results["update_ms"], flush=True)
+        table, compile_s = {}, {}
+        for name, batch in (("default: 16,000-sample full batch", 16000), ("fast preset: 4,096-sample full batch", 4096)):
+            table[name] = round(update_ms(batch, 1)[0], 2)
+            ms, compile_s[name] = update_ms(batch, 1, compile=True)
+            table[f"{name}, machine.compile=true"] = round(ms, 2)
+        results["update_ms"] = table
+        results["compile_s"] = {k: round(v, 1) for k, v in compile_s.items()}
+        print("ms per PPO gradient step:", table, "compile s:", results["compile_s"], flush=True)
+        # The default's floor: its 6,000 gradient steps at this machine's best matmul rate, beside the env-only
+        # time of its 1.2M steps; collection and update cannot overlap (the next rollout needs the new weights).
+        gflops, gflop = gemm_gflops(), step_gflop(16000)
+        floor = results.get("env_only_steps_per_s", {}).get("gymnasium, 8 samplers, 0 worker(s)")
+        bound = {"matmul_gflops": round(gflops, 1), "gflop_per_16k_step": round(gflop, 3),
+                 "floor_ms_per_16k_step": round(gflop / gflops * 1000, 2),
+                 "default_update_floor_s": round(6000 * gflop / gflops, 1)}
+        if floor:
+            env_s = 1_200_000 / floor
+            bound["default_env_only_s"] = round(env_s, 1)
+            bound["default_best_share_of_env_only"] = round(env_s / (env_s + bound["default_update_floor_s"]), 3)
+        results["update_floor"] = bound
+        print("update floor:", bound, flush=True)
 
     if "default" in only:
         name = "default_160k" if args.quick else "default_1.2M"
@@ -223,7 +306,7 @@ def main() -> None:
                 print(f"scaling: {samplers} samplers, {workers} worker processes: {fps:.0f} training steps/s", flush=True)
         results["scaling_train_steps_per_s"] = table
 
-    if "solve" in only:
+    if "solve" in only or "sb3" in only:
         seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
         names = args.configs.split(",")
         unknown = set(names) - set(SOLVE_CONFIGS)
@@ -231,25 +314,25 @@ def main() -> None:
             raise SystemExit(f"--configs: unknown {sorted(unknown)}; choose from {list(SOLVE_CONFIGS)}")
         solve = results.get("time_to_solve", {})  # configs not run this time keep their figures
         for name, overrides in SOLVE_CONFIGS.items():
-            if name not in names or ("envpool" in name and "envpool" not in backends):
+            if "solve" not in only or name not in names or ("envpool" in name and "envpool" not in backends):
                 continue
             runs = []
             for seed in seeds:
                 run_dir = out / "solve" / f"{name.replace(' + ', '_')}_{seed}"
-                wall, _, proc = launch(run_dir, overrides + SOLVE_EVAL + [f"seed={seed}"])
+                wall, _, _ = launch(run_dir, overrides + SOLVE_EVAL + [f"seed={seed}"])
                 valid = [json.loads(line) for line in (run_dir / "valid.json").read_text().splitlines()]
-                hit = next((v for v in valid if v["reward"] >= 200), None)
-                startup = wall - valid[-1]["wall_s"]  # interpreter, imports, env and model set-up
-                runs.append({"seed": seed, "solved": hit is not None,
-                             "env_steps": hit["training_steps"] if hit else None,
-                             "train_wall_s": round(hit["wall_s"], 1) if hit else None,
-                             "process_wall_s": round(hit["wall_s"] + startup, 1) if hit else None,
-                             "curve": [(v["wall_s"], round(v["reward"], 1)) for v in valid]})
+                runs.append(solve_record(seed, wall, valid))
                 print(f"solve {name} seed {seed}: { {k: v for k, v in runs[-1].items() if k != 'curve'} }", flush=True)
-            solved = [r for r in runs if r["solved"]]
-            med = (lambda key: float(np.median([r[key] if r["solved"] else np.inf for r in runs])))
-            solve[name] = {"runs": runs, "solved": f"{len(solved)}/{len(runs)}", "median_env_steps": med("env_steps"),
-                           "median_process_wall_s": med("process_wall_s"), "median_train_wall_s": med("train_wall_s")}
+            solve[name] = solve_summary(runs)
+        if "sb3" in only and not _has("stable_baselines3"):
+            print("sb3: stable-baselines3 is not installed (pip install -e '.[sb3]'); no side-by-side run", flush=True)
+        elif "sb3" in only:
+            runs = []
+            for seed in seeds:
+                wall, _, proc = run_process([sys.executable, str(ROOT / "scripts" / "sb3_solve.py"), f"--seed={seed}"])
+                runs.append(solve_record(seed, wall, [json.loads(line) for line in proc.stdout.splitlines()]))
+                print(f"solve {SB3} seed {seed}: { {k: v for k, v in runs[-1].items() if k != 'curve'} }", flush=True)
+            solve[SB3] = solve_summary(runs)
         results["time_to_solve"] = solve
         plot_solve({name: [r.get("curve", []) for r in s["runs"]] for name, s in solve.items()}, out / "solve_curves.png")
 
@@ -265,6 +348,15 @@ def markdown(r: dict) -> str:
         lines.append(f"| env-only, {k} | {v:,} steps/s |")
     for k, v in r.get("update_ms", {}).items():
         lines.append(f"| PPO gradient step, {k} | {v} ms |")
+    for k, v in r.get("compile_s", {}).items():
+        lines.append(f"| torch.compile time (first step), {k} | {v} s |")
+    if r.get("update_floor"):
+        b = r["update_floor"]
+        best = (f"; with the env-only time of 1.2M steps ({b['default_env_only_s']} s), the default can reach at most "
+                f"{b['default_best_share_of_env_only']:.0%} of env-only") if "default_env_only_s" in b else ""
+        lines.append(f"| update floor: matmuls of a 16,000-sample step ({b['gflop_per_16k_step']} GFLOP) at this machine's "
+                     f"{b['matmul_gflops']} GFLOP/s | {b['floor_ms_per_16k_step']} ms/step, {b['default_update_floor_s']} s "
+                     f"for the default's 6,000 steps{best} |")
     for name in ("default_1.2M", "default_160k"):
         if name in r:
             d = r[name]

@@ -1,0 +1,42 @@
+"""The bench's arithmetic: the update's FLOP count and the time-to-solve records (figures by hand)."""
+
+import importlib.util
+import math
+
+import pytest
+
+from tests.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_step_gflop_counts_forward_weight_and_input_gradients():
+    # Default model, hidden (64, 32), obs 8, actions 2, value 1. Per sample, 2·in·out per matmul:
+    # first layers forward + weight grad (no input grad): 2·8·64·2 each; the others 3 matmuls.
+    per_sample = 2 * (2 * 8 * 64 * 2) + 3 * 2 * (64 * 32 + 32 * 2) + 3 * 2 * (64 * 32 + 32 * 1)
+    assert per_sample == 29248
+    assert bench.step_gflop(16000) == pytest.approx(16000 * per_sample / 1e9)
+
+
+def test_solve_record_takes_the_first_eval_reaching_200_and_adds_the_start_up():
+    evals = [{"training_steps": 25000, "wall_s": 4.0, "reward": -50.0},
+             {"training_steps": 50000, "wall_s": 8.0, "reward": 210.0},
+             {"training_steps": 75000, "wall_s": 12.0, "reward": 250.0}]
+    run = bench.solve_record(3, wall=15.0, evals=evals)  # 3 s of the process came before training
+    assert run["solved"] and run["env_steps"] == 50000
+    assert run["train_wall_s"] == 8.0 and run["process_wall_s"] == 11.0
+    assert run["curve"] == [(4.0, -50.0), (8.0, 210.0), (12.0, 250.0)]
+    never = bench.solve_record(4, wall=10.0, evals=evals[:1])
+    assert not never["solved"] and never["env_steps"] is None
+
+
+def test_solve_summary_counts_an_unsolved_seed_as_infinite():
+    runs = [{"solved": True, "env_steps": 100, "process_wall_s": 10.0, "train_wall_s": 8.0},
+            {"solved": False, "env_steps": None, "process_wall_s": None, "train_wall_s": None},
+            {"solved": True, "env_steps": 300, "process_wall_s": 30.0, "train_wall_s": 25.0}]
+    s = bench.solve_summary(runs)
+    assert s["solved"] == "2/3"
+    assert s["median_env_steps"] == 300 and s["median_process_wall_s"] == 30.0
+    assert math.isinf(bench.solve_summary(runs[1:2] * 3)["median_env_steps"])
