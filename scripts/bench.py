@@ -38,6 +38,10 @@ SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL,
                  "fast + envpool + compile": FAST + ENVPOOL + ["machine.compile=true"]}
 SB3 = "SB3 PPO, RL Zoo hyperparameters"  # scripts/sb3_solve.py, same protocol; only when stable-baselines3 is installed
 # the time-to-solve protocol: 10 deterministic fixed-seed episodes every ~25k steps, stop at the first >= 200
+# the default's schedule (conf/pipeline/gym_tutorial.yaml): 1.2M env steps in rollouts of 8 samplers x 2,000 steps,
+# 80 full-batch gradient steps each
+DEFAULT_ENV_STEPS = 1_200_000
+DEFAULT_GRADIENT_STEPS = DEFAULT_ENV_STEPS // (8 * 2000) * 80
 SOLVE_EVAL = ["pipeline.stop_at_valid_reward=200", "env.valid_episodes_per_sampler=10", "pipeline.save_interval=25000"]
 
 
@@ -72,7 +76,7 @@ def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool 
     from rl_core.ppo import CompiledLoss, PPOLoss, ppo_update, prepare_advantages
     from rl_core.storage import RolloutStorage
 
-    torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     samplers = 8 if batch >= 8000 else 16
     steps = batch // samplers
     model = MemorylessActorCritic(8, 2)
@@ -101,7 +105,7 @@ def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
     """This machine's float32 matmul rate on all cores (n x n times n x n), GFLOP/s: the update's ceiling."""
     import torch
 
-    torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     a, b = torch.randn(n, n), torch.randn(n, n)
     for _ in range(3):
         a @ b
@@ -265,9 +269,9 @@ def main() -> None:
         floor = results.get("env_only_steps_per_s", {}).get("gymnasium, 8 samplers, 0 worker(s)")
         bound = {"matmul_gflops": round(gflops, 1), "gflop_per_16k_step": round(gflop, 3),
                  "floor_ms_per_16k_step": round(gflop / gflops * 1000, 2),
-                 "default_update_floor_s": round(6000 * gflop / gflops, 1)}
+                 "default_update_floor_s": round(DEFAULT_GRADIENT_STEPS * gflop / gflops, 1)}
         if floor:
-            env_s = 1_200_000 / floor
+            env_s = DEFAULT_ENV_STEPS / floor
             bound["default_env_only_s"] = round(env_s, 1)
             bound["default_best_share_of_env_only"] = round(env_s / (env_s + bound["default_update_floor_s"]), 3)
         results["update_floor"] = bound
