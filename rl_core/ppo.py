@@ -88,8 +88,9 @@ class CompiledLoss:
             params = [p for p in model.parameters() if p.requires_grad]
             torch.autograd.grad(total, params, retain_graph=True)  # compiles the backward graph now
         except Exception as e:  # noqa: BLE001 - any compiler failure: inductor raises many kinds
+            first_line = (str(e).strip().splitlines() or [""])[0]
             log.warning("machine.compile: torch.compile failed (%s: %s); training goes on in eager mode",
-                        type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
+                        type(e).__name__, first_line)
             self.compiled = None
             return self.eager(model, batch)
         self.checked = True
