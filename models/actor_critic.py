@@ -28,6 +28,26 @@ class _SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
+class _InputLinear(torch.autograd.Function):
+    """``F.linear`` for a first layer, whose input ``x`` ``[B, D]`` (the observation) needs no gradient, with the
+    weight gradient computed as ``(xᵀ·g)ᵀ`` instead of autograd's ``gᵀ·x``: the same sums, but MKL runs the
+    latter on a narrow ``x`` (D = 8, 64 outputs) 4-5x slower here: 268 vs 62 µs at B = 4,096, 1,040 vs 200 µs at
+    16,000, twice per gradient step (actor and critic)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,
+                 grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        x, weight = ctx.saved_tensors
+        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None
+        return grad_x, x.t().mm(grad).t().contiguous(), grad.sum(0)
+
+
 def _tanh(x: torch.Tensor) -> torch.Tensor:
     # The sigmoid form pays off on update batches; per-step inference (no grad, a few rows) is
     # dispatch-bound and keeps the one-op tanh.
@@ -46,9 +66,14 @@ def _mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int) -> nn.Sequentia
 def _run_mlp(layers: tuple[nn.Linear, ...], x: torch.Tensor) -> torch.Tensor:
     """The function of an MLP made by :func:`_mlp` (its Linear layers given), without a module call per
     layer: on the 8-row batches of collection, module-call overhead was 2/3 of the forward (108 vs 46 us)."""
-    for layer in layers[:-1]:
-        x = _tanh(F.linear(x, layer.weight, layer.bias))
-    return F.linear(x, layers[-1].weight, layers[-1].bias)
+    first = layers[0]
+    if torch.is_grad_enabled() and first.weight.requires_grad and x.device.type == "cpu":
+        x = _InputLinear.apply(x, first.weight, first.bias)
+    else:
+        x = F.linear(x, first.weight, first.bias)
+    for layer in layers[1:]:
+        x = F.linear(_tanh(x), layer.weight, layer.bias)
+    return x
 
 
 class MemorylessActorCritic(nn.Module):

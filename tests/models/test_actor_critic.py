@@ -41,6 +41,26 @@ def test_training_forward_and_gradients_match_torch_tanh():
         assert torch.allclose(g, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
+def test_first_layer_gradients_match_autograd_linear_with_and_without_an_input_gradient():
+    """The first layer's own backward ((xᵀ·g)ᵀ for the weight) gives autograd's gradients, in the weight's
+    layout, and the observation's gradient when it asks for one."""
+    torch.manual_seed(2)
+    model = MemorylessActorCritic(8, 2)
+    obs = torch.randn(1000, 8)
+    for needs_obs_grad in (False, True):
+        grads = []
+        for forward in (model, lambda o: _reference(model, o)):
+            model.zero_grad()
+            x = obs.clone().requires_grad_(needs_obs_grad)
+            mean, value = forward(x)
+            ((mean ** 2).sum() + value.sum()).backward()
+            grads.append([model.actor[0].weight.grad, model.actor[0].bias.grad, model.critic[0].weight.grad,
+                          model.critic[0].bias.grad] + ([x.grad] if needs_obs_grad else []))
+        for g, ref in zip(*grads):
+            assert g.shape == ref.shape and g.is_contiguous()
+            assert torch.allclose(g, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
 def test_log_prob_and_entropy_of_the_fixed_std():
     model = MemorylessActorCritic(8, 2, action_std=0.5)
     mean = torch.zeros(3, 2)
