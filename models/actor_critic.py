@@ -29,10 +29,10 @@ class _SigmoidTanh(torch.autograd.Function):
 
 
 class _InputLinear(torch.autograd.Function):
-    """``F.linear`` for a first layer, whose input ``x`` ``[B, D]`` (the observation) needs no gradient, with the
-    weight gradient computed as ``(xᵀ·g)ᵀ`` instead of autograd's ``gᵀ·x``: the same sums, but MKL runs the
-    latter on a narrow ``x`` (D = 8, 64 outputs) 4-5x slower here: 268 vs 62 µs at B = 4,096, 1,040 vs 200 µs at
-    16,000, twice per gradient step (actor and critic)."""
+    """``F.linear`` for a first layer, whose input ``x`` ``[B, D]`` is the observation (its gradient only when
+    asked for), with the weight gradient computed as ``(xᵀ·g)ᵀ`` instead of autograd's ``gᵀ·x``: the same
+    sums, but MKL runs the latter on a narrow ``x`` (D = 8, 64 outputs) 4-5x slower here: 268 vs 62 µs at
+    B = 4,096, 1,040 vs 200 µs at 16,000, twice per gradient step (actor and critic)."""
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, weight: torch.Tensor,
