@@ -49,5 +49,7 @@ class RolloutStorage:
             return
         device = generator.device if generator is not None else self.obs.device
         perm = torch.randperm(self.num_samplers, generator=generator, device=device).to(self.obs.device)
-        for idx in perm.chunk(num_mini_batch):
+        # tensor_split, not chunk: exactly num_mini_batch batches (sizes differ by at most one sampler);
+        # chunk gives fewer when the samplers do not divide (4 samplers in 3 → 2 batches of 2).
+        for idx in perm.tensor_split(num_mini_batch):
             yield {k: v[:, idx].reshape(-1, *v.shape[2:]) for k, v in fields.items()}

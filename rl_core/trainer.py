@@ -20,6 +20,7 @@ from envs.tasks import GymTaskFactory
 from envs.vector import Samplers
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                 load_model_weights, save_checkpoint)
+from rl_core.config_check import ConfigError
 from rl_core.evaluation import METRICS, fixed_tasks, play_tasks, summarize
 from rl_core.loggers import Logger, RunInfo
 from rl_core.machine import Machine
@@ -140,8 +141,12 @@ class Trainer:
         for i, stage in enumerate(pipeline.stages):
             unknown = set(stage.loss_names or []) - {loss.name}
             if unknown:
-                raise ValueError(f"pipeline.stages[{i}].loss_names: unknown loss {sorted(unknown)}; "
+                raise ConfigError(f"pipeline.stages[{i}].loss_names: unknown loss {sorted(unknown)}; "
                                  f"available: ['{loss.name}']")
+            mb = pipeline.settings(i).num_mini_batch
+            if mb > machine.num_samplers:  # minibatches split by sampler: each needs one at least
+                raise ConfigError(f"pipeline.stages[{i}]: num_mini_batch={mb} exceeds machine.num_samplers="
+                                 f"{machine.num_samplers}; minibatches split the rollout by sampler")
         self.update_loss = CompiledLoss(loss) if machine.compile else loss
         self.optimizer = pipeline.optimizer(self.model.parameters())
         self.scheduler = pipeline.lr_scheduler(self.optimizer) if pipeline.lr_scheduler else None

@@ -19,6 +19,8 @@ def _assert_one_line_error(proc, *fragments):
     (["pipeline.nm_steps=5"], ["Key 'nm_steps' is not in struct"]),
     (["+model.hiden_sizes=[64]"], ["model.hiden_sizes: unknown key", "did you mean 'hidden_sizes'"]),
     (["pipeline.num_steps=ten"], ["pipeline.num_steps: expected int, got 'ten'"]),
+    (["pipeline.num_mini_batch=9"], ["pipeline.stages[0]: num_mini_batch=9 exceeds machine.num_samplers=4"]),
+    (["pipeline.stages.0.loss_names=[a2c]"], ["pipeline.stages[0].loss_names: unknown loss ['a2c']"]),
     (["pipeline.save_interval=0"], ["pipeline.save_interval: must be > 0, got 0"]),
     (["pipeline.stages.0.max_stage_steps=-5"], ["max_stage_steps: must be > 0, got -5"]),
     (["env.env_id=LunarLandrContinuous-v3"], ["env.env_id: gymnasium does not know", "LunarLanderContinuous-v3"]),

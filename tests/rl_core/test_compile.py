@@ -65,6 +65,30 @@ def test_a_compiler_failure_warns_once_and_goes_on_in_eager_mode(monkeypatch, ca
     assert "more detail" not in warnings[0]
 
 
+def test_a_failure_on_a_later_minibatch_shape_also_falls_back(monkeypatch, caplog):
+    """Unequal minibatches (samplers not divisible by num_mini_batch) compile a second graph mid-run."""
+    def compile_for_96_rows_only(fn, **kwargs):
+        def run(model, batch):
+            if batch["obs"].shape[0] != 96:
+                raise RuntimeError("InductorError: second graph failed")
+            return fn(model, batch)
+        return run
+
+    monkeypatch.setattr(ppo.torch, "compile", compile_for_96_rows_only)
+    model = MemorylessActorCritic(8, 2)
+    loss = PPOLoss()
+    compiled = CompiledLoss(loss)
+    with caplog.at_level(logging.WARNING, logger="rl_core.ppo"):
+        for n in (96, 40, 96, 40):
+            batch = _batch(model, n)
+            got, _ = _loss_and_grads(compiled, model, batch)
+            want, _ = _loss_and_grads(loss, model, batch)
+            assert got == want
+    assert compiled.compiled is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "second graph failed" in warnings[0]
+
+
 def test_compiled_training_runs_through_launch(launch, tmp_path):
     proc = launch("experiment=smoke", f"run_dir={tmp_path}", "machine.compile=true")
     assert proc.returncode == 0, proc.stderr[-3000:]

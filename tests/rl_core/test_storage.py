@@ -35,3 +35,11 @@ def test_minibatches_split_by_sampler_not_by_step():
             assert sorted(b["returns"][rows].tolist()) == [4 * t + n for t in range(3)]
         seen += samplers
     assert sorted(seen) == [0, 1, 2, 3]
+
+
+def test_minibatches_that_do_not_divide_the_samplers_are_as_many_as_asked():
+    s = _storage()
+    batches = list(s.minibatches(3, torch.Generator().manual_seed(0)))
+    sizes = sorted(b["obs"][:, 0].unique().numel() for b in batches)
+    assert sizes == [1, 1, 2]  # 4 samplers in 3 batches, each sampler in one
+    assert sorted(torch.cat([b["obs"][:, 0].unique() for b in batches]).tolist()) == [0, 1, 2, 3]
