@@ -1,8 +1,10 @@
 """The experiment presets compose, and the fast preset trains through launch.py (tiny step counts)."""
 
 import json
+import math
 
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def test_fast_preset_trains_with_its_own_schedule(launch, tmp_path):
@@ -15,6 +17,11 @@ def test_fast_preset_trains_with_its_own_schedule(launch, tmp_path):
     steps = sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("ckpt_*.pt"))
     assert steps[-1] == json.loads((tmp_path / "DONE").read_text())["total_steps"] >= 8192
     assert all(s % rollout == 0 for s in steps)
+    # the preset's action std reaches the policy: the logged entropy is ½·ln(2πe·σ²) per dimension, σ = 0.9
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    entropy = [e.value for e in acc.Scalars("train/ppo_loss/entropy")]
+    assert entropy and all(abs(v - 0.5 * math.log(2 * math.pi * math.e * 0.9 ** 2)) < 1e-4 for v in entropy)
 
 
 def test_stop_at_valid_reward_ends_the_run_at_the_first_validation_reaching_it(launch, tmp_path):
