@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -115,18 +116,49 @@ def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def step_gflop(batch: int) -> float:
-    """GFLOP of the matmuls alone in one gradient step of the default model on ``batch`` samples: per Linear
-    layer 2·B·in·out forward, the same for its weight gradient and for its input gradient (none for the
-    first layers, whose input is the observation)."""
+def step_matmuls(batch: int) -> list[tuple[int, Callable[[], object]]]:
+    """The matmuls of one gradient step of the default model on ``batch`` samples, as (FLOP, a call that runs
+    it on random tensors of its shape): per Linear layer its forward, its weight gradient and its input
+    gradient, the last none for the first layers, whose input is the observation. The first layers' weight
+    gradient is computed as the model does it, (x^T g)^T."""
+    import torch
+
     from models.actor_critic import MemorylessActorCritic
 
     model = MemorylessActorCritic(8, 2)
-    flop = 0
+    products = []
     for linears in (model._actor_linears, model._critic_linears):
         for i, layer in enumerate(linears):
-            flop += 2 * batch * layer.in_features * layer.out_features * (2 if i == 0 else 3)
-    return flop / 1e9
+            x, w = torch.randn(batch, layer.in_features), torch.randn(layer.out_features, layer.in_features)
+            g = torch.randn(batch, layer.out_features)
+            flop = 2 * batch * layer.in_features * layer.out_features
+            products.append((flop, lambda x=x, w=w: x @ w.T))
+            products.append((flop, (lambda x=x, g=g: (x.T @ g).T) if i == 0 else (lambda x=x, g=g: g.T @ x)))
+            if i > 0:
+                products.append((flop, lambda g=g, w=w: g @ w))
+    return products
+
+
+def step_gflop(batch: int) -> float:
+    """GFLOP of the matmuls alone in one gradient step of the default model on ``batch`` samples."""
+    return sum(flop for flop, _ in step_matmuls(batch)) / 1e9
+
+
+def step_matmul_ms(batch: int, repeats: int = 500) -> float:
+    """Milliseconds of the matmuls alone in one gradient step on ``batch`` samples, each timed at its own
+    shape on all cores: what no rewrite of the rest of the step can go below."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    total = 0.0
+    for _, product in step_matmuls(batch):
+        for _ in range(20):
+            product()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            product()
+        total += (time.perf_counter() - t0) / repeats
+    return total * 1000
 
 
 def run_process(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
@@ -274,6 +306,9 @@ def main() -> None:
             env_s = DEFAULT_ENV_STEPS / floor
             bound["default_env_only_s"] = round(env_s, 1)
             bound["default_best_share_of_env_only"] = round(env_s / (env_s + bound["default_update_floor_s"]), 3)
+        # The same bound for the fast preset's step, from its matmuls timed at their own (skinny) shapes:
+        # what envpool's 2x over gymnasium would need the whole step to fit in (README).
+        bound["matmul_ms_per_4096_step"] = round(step_matmul_ms(4096), 2)
         results["update_floor"] = bound
         print("update floor:", bound, flush=True)
 
@@ -361,6 +396,9 @@ def markdown(r: dict) -> str:
         lines.append(f"| update floor: matmuls of a 16,000-sample step ({b['gflop_per_16k_step']} GFLOP) at this machine's "
                      f"{b['matmul_gflops']} GFLOP/s | {b['floor_ms_per_16k_step']} ms/step, {b['default_update_floor_s']} s "
                      f"for the default's 6,000 steps{best} |")
+        if "matmul_ms_per_4096_step" in b:
+            lines.append(f"| matmuls alone of a 4,096-sample step (fast preset), each timed at its shape | "
+                         f"{b['matmul_ms_per_4096_step']} ms/step |")
     for name in ("default_1.2M", "default_160k"):
         if name in r:
             d = r[name]

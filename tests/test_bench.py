@@ -20,6 +20,18 @@ def test_step_gflop_counts_forward_weight_and_input_gradients():
     assert bench.step_gflop(16000) == pytest.approx(16000 * per_sample / 1e9)
 
 
+def test_step_matmuls_run_at_the_shapes_they_count():
+    # Per Linear (in, out) on B samples: forward (B, out), weight gradient (out, in), input gradient (B, in)
+    # but for the first layers; each 2·B·in·out FLOP.
+    b, expected = 100, []
+    for head in (2, 1):
+        for i, (n_in, n_out) in enumerate([(8, 64), (64, 32), (32, head)]):
+            shapes = [(b, n_out), (n_out, n_in)] + ([(b, n_in)] if i else [])
+            expected += [(2 * b * n_in * n_out, shape) for shape in shapes]
+    timed = [(flop, tuple(product().shape)) for flop, product in bench.step_matmuls(b)]
+    assert sorted(timed) == sorted(expected) and len(timed) == 16
+
+
 def test_solve_record_takes_the_first_eval_reaching_200_and_adds_the_start_up():
     evals = [{"training_steps": 25000, "wall_s": 4.0, "reward": -50.0},
              {"training_steps": 50000, "wall_s": 8.0, "reward": 210.0},
