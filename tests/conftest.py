@@ -27,6 +27,15 @@ def launch_env(env: dict | None = None) -> dict:
     return {k: v for k, v in full_env.items() if v is not None}
 
 
+def tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run's TensorBoard scalars: tag -> [(step, value)], every event kept."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 @pytest.fixture
 def launch():
     return run_launch

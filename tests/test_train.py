@@ -6,19 +6,11 @@ import sys
 import time
 
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from tests.conftest import ROOT, stop_after_first_checkpoint
+from tests.conftest import ROOT, stop_after_first_checkpoint, tb_scalars
 
 # 4 samplers x 100 steps = 400 env steps a rollout; 10 rollouts; checkpoint every 2.
 TINY = ["experiment=smoke", "pipeline.stages.0.max_stage_steps=4000", "pipeline.num_steps=100",
         "pipeline.save_interval=800", "pipeline.metric_accumulate_interval=400", "pipeline.update_repeats=4"]
-
-
-def _scalars(run_dir):
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def _final_weights(run_dir):
@@ -32,7 +24,7 @@ def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
     assert proc.returncode == 0, proc.stderr
     steps = [int(p.stem.split("_")[1]) for p in sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))]
     assert steps == [800, 1600, 2400, 3200, 4000]
-    tags = _scalars(tmp_path)
+    tags = tb_scalars(tmp_path)
     for tag in ["train/reward", "train/ep_length", "train/success", "train/lr", "train/total_loss",
                 "train/pipeline_stage", "train/approx_fps", "train/env_steps_per_s", "train/ppo_loss/ppo_total",
                 "train/ppo_loss/value", "train/ppo_loss/action", "train/ppo_loss/entropy",
@@ -74,10 +66,10 @@ def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch, tmp_pat
     for name in weights_a:
         assert torch.equal(weights_a[name], weights_b[name]), name
     # TensorBoard: one point per step per tag, none missing after the resume
-    tags = _scalars(run)
+    tags = tb_scalars(run)
     for tag in ("train/lr", "valid/reward"):
         steps = [s for s, _ in tags[tag]]
-        assert sorted(set(steps)) == [s for s, _ in _scalars(tmp_path / "whole")[tag]], (tag, steps)
+        assert sorted(set(steps)) == [s for s, _ in tb_scalars(tmp_path / "whole")[tag]], (tag, steps)
 
 
 def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
