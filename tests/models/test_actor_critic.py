@@ -2,7 +2,9 @@
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from models.actor_critic import MemorylessActorCritic
 
@@ -59,6 +61,58 @@ def test_first_layer_gradients_match_autograd_linear_with_and_without_an_input_g
         for g, ref in zip(*grads):
             assert g.shape == ref.shape and g.is_contiguous()
             assert torch.allclose(g, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
+class _PerLayerTanh(torch.autograd.Function):
+    """One activation as its own autograd node: 2·sigmoid(2x) − 1 forward, tanh's backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sigmoid(x * 2).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.ops.aten.tanh_backward(grad, ctx.saved_tensors[0])
+
+
+def _per_layer(model: MemorylessActorCritic, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model as one autograd node per layer and activation (F.linear, then the activation)."""
+
+    def mlp(seq: torch.nn.Sequential, out_tanh: bool) -> torch.Tensor:
+        linears = [m for m in seq if isinstance(m, torch.nn.Linear)]
+        x = obs
+        for i, layer in enumerate(linears):
+            x = F.linear(x, layer.weight, layer.bias)
+            if i < len(linears) - 1 or out_tanh:
+                x = _PerLayerTanh.apply(x)
+        return x
+
+    return mlp(model.actor, True), mlp(model.critic, False).squeeze(-1)
+
+
+@pytest.mark.parametrize("hidden_sizes", [(64, 32), (16,), (32, 32, 8)])
+def test_the_one_node_training_mlp_is_bit_identical_to_per_layer_autograd(hidden_sizes):
+    """Update batches run each MLP as one autograd node with its own backward. Its outputs and gradients
+    equal per-layer autograd's to the bit (the first layers' weight gradients, summed as (xᵀ·g)ᵀ, to
+    rounding), so a run's trajectory does not depend on which of the two computes it."""
+    torch.manual_seed(3)
+    model = MemorylessActorCritic(8, 2, hidden_sizes=hidden_sizes)
+    obs = torch.randn(4096, 8) * 2
+    upstream = torch.randn(4096, 2), torch.randn(4096)
+    results = []
+    for forward in (model, lambda o: _per_layer(model, o)):
+        mean, value = forward(obs)
+        grads = torch.autograd.grad((mean * upstream[0]).sum() + (value * upstream[1]).sum(), list(model.parameters()))
+        results.append((mean, value, dict(zip([n for n, _ in model.named_parameters()], grads))))
+    (mean, value, grads), (ref_mean, ref_value, ref_grads) = results
+    assert torch.equal(mean, ref_mean) and torch.equal(value, ref_value)
+    for name, g in grads.items():
+        if name in ("actor.0.weight", "critic.0.weight"):
+            assert torch.allclose(g, ref_grads[name], rtol=1e-5, atol=1e-6 * ref_grads[name].abs().max().item())
+        else:
+            assert torch.equal(g, ref_grads[name]), name
 
 
 def test_log_prob_and_entropy_of_the_fixed_std():
