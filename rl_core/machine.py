@@ -18,9 +18,9 @@ class Machine:
         devices: CUDA device indices; empty means CPU (reference). The first one is used.
         torch_threads: intra-op threads for the PPO update; ``null`` means one per core.
         compile: run the update's forward, loss and backward through ``torch.compile`` (fused C++
-            kernels; needs a C++ compiler, falls back to eager with a warning). Measured on 2 cores: 5.2 → 3.9
-            ms per gradient step at 4,096 samples, 13.6 → 10.9 ms at 16,000; 1-7 s of compiling at start-up
-            (about 10 s with an empty inductor cache).
+            kernels; needs a C++ compiler, falls back to eager with a warning). Measured on 2 cores in one bench
+            round: 4.7 → 3.7 ms per gradient step at 4,096 samples, 15.3 → 11.2 ms at 16,000; 1-7 s of
+            compiling at start-up (about 10 s with an empty inductor cache).
         start_method: multiprocessing start method for the workers.
     """
 
