@@ -55,6 +55,10 @@ def test_three_seed_sweep_completes_on_slurm(slurm, tmp_path):
         assert done["total_steps"] == 2000 and "reward" in done
         assert sorted(p.name for p in (sweep / job / "checkpoints").iterdir()) == \
             ["ckpt_0000000800.pt", "ckpt_0000001600.pt", "ckpt_0000002000.pt"]
+    # submitit returns once every job has written its result; SLURM calls a job COMPLETED a moment later,
+    # when its batch script has exited (a CI run saw the last job still RUNNING here).
+    _wait_for(lambda: not {"PENDING", "RUNNING", "COMPLETING"} & set(_slurm_states(sweep).values()), 60,
+              "the sweep's jobs to end in SLURM")
     assert _slurm_states(sweep) == {"0": "COMPLETED", "1": "COMPLETED", "2": "COMPLETED"}
     assert "| `(all jobs)` | 3/3 |" in (sweep / "report.md").read_text()
     # each job's stdout/stderr is kept by submitit inside the sweep dir
