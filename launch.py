@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -175,6 +176,19 @@ def _should_resume(cfg: DictConfig, run_dir: Path) -> bool:
     return bool(cfg.resume)
 
 
+def _start_gc() -> None:
+    """Start-up (torch, dynamo, Hydra, the run's objects) makes ~660k objects, most of which live as long
+    as the process. With the garbage collector on, Python walks all of them again and again as they come
+    (six full collections in a start-up), and once more at exit. ``__main__`` turns it off for a single
+    run's start-up; this freezes what exists by then, so that no later collection, nor the one at exit,
+    walks those objects again, and turns the collector back on for the run (train, test or report mode).
+    Measured on 2 cores: a run's process ends 1-2 s sooner (start-up and exit), for ~9 MB of the
+    start-up's cyclic garbage left uncollected. A no-op when the collector is on (a sweep, a SLURM job)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def train(cfg: DictConfig) -> float:
     """Build everything from ``cfg`` and train; returns the final validation mean reward."""
     import gymnasium as gym
@@ -210,6 +224,7 @@ def train(cfg: DictConfig) -> float:
     )
     save_provenance(run_dir, cfg, CODE_DIR)
     log.info("run dir: %s", run_dir)
+    _start_gc()
     result = trainer.train()
     log.info("done: %d env steps; final valid reward %.1f, success %.2f; outputs in %s",
              trainer.state.total_steps, result["reward"], result["success"], run_dir)
@@ -260,6 +275,7 @@ def test(cfg: DictConfig) -> float:
                          action_dim=int(factory.action_space.shape[0]))
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("testing %d of %d checkpoint(s) of %s into %s", len(chosen), len(found), run_dir, out_dir)
+    _start_gc()
     run_info = RunInfo(out_dir, "test", name=str(out_dir), config=OmegaConf.to_container(run_cfg, resolve=True))
     results, failures = Tester(out_dir, factory, model, _instantiate(run_cfg, "machine"), selection,
                                _instantiate(run_cfg, "logger"), int(run_cfg.seed), run_info).run(chosen)
@@ -276,6 +292,7 @@ def report(cfg: DictConfig) -> float | None:
     from rl_core.config_check import ConfigError
     from rl_core.report import read_sweep
 
+    _start_gc()
     check_top_level(cfg)
     sweep_dir = Path(cfg.sweep_dir)
     if not read_sweep(sweep_dir):  # Hydra has made the folder by now (it is report mode's job dir)
@@ -325,4 +342,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    if not {"-m", "--multirun"} & set(sys.argv):  # a sweep's launcher process may wait for hours: left as it is
+        gc.disable()  # until the run's objects are built: see _start_gc
+    try:
+        main()
+    finally:
+        gc.freeze()  # skip the exit's last collection over the same objects: ~1 s; atexit handlers still run

@@ -89,3 +89,27 @@ def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
     again = launch(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
     assert again.returncode == 0 and "already finished at step 40000" in again.stderr, again.stderr
     assert (tmp_path / "valid.json").read_text() == lines
+
+
+def test_training_runs_with_the_garbage_collector_on_and_the_start_up_frozen(tmp_path):
+    """launch.py turns the collector off for a single run's start-up; the run itself must have it back on,
+    with the start-up's objects frozen (so that no collection walks them again)."""
+    probe = tmp_path / "gc.json"
+    code = f"""
+import gc, json, runpy, sys
+import rl_core.trainer
+train = rl_core.trainer.Trainer.train
+def probe(self):
+    json.dump({{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}, open({str(probe)!r}, "w"))
+    return train(self)
+rl_core.trainer.Trainer.train = probe
+sys.argv = ["launch.py", *sys.argv[1:]]
+runpy.run_path("launch.py", run_name="__main__")
+"""
+    proc = subprocess.run([sys.executable, "-c", code, "experiment=smoke", "logger=tensorboard",
+                           f"run_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads(probe.read_text())
+    assert state["enabled"] is True
+    assert state["frozen"] > 100_000  # torch alone makes more
+    assert (tmp_path / "run" / "DONE").is_file()
