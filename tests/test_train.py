@@ -96,11 +96,12 @@ def test_training_runs_with_the_garbage_collector_on_and_the_start_up_frozen(tmp
     with the start-up's objects frozen (so that no collection walks them again)."""
     probe = tmp_path / "gc.json"
     code = f"""
-import gc, json, runpy, sys
+import gc, json, pathlib, runpy, sys
 import rl_core.trainer
 train = rl_core.trainer.Trainer.train
 def probe(self):
-    json.dump({{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}, open({str(probe)!r}, "w"))
+    state = {{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
+    pathlib.Path({str(probe)!r}).write_text(json.dumps(state))
     return train(self)
 rl_core.trainer.Trainer.train = probe
 sys.argv = ["launch.py", *sys.argv[1:]]
