@@ -5,12 +5,14 @@ PY     := $(VENV)/bin/python
 # Rebuilt when the project's dependencies change.
 DEPS   := pyproject.toml constraints.txt
 
-.PHONY: run test bench smoke clean help
+.PHONY: run test test-fast bench smoke clean help
 help:
-	@echo "make run    - set up .venv and train the tutorial's experiment (1.2M env steps)"
-	@echo "make test   - set up .venv with the dev extras and run the test suite"
-	@echo "make bench  - throughput, update cost, time to solve (beside SB3); writes bench_results/"
-	@echo "make smoke  - a few seconds of training through every code path"
+	@echo "make run       - set up .venv and train the tutorial's experiment (1.2M env steps)"
+	@echo "make test      - set up .venv with the dev extras and run the whole test suite (what CI runs)"
+	@echo "make test-fast - the in-process tier of the suite: unit, config and bad-input tests (under a minute)"
+	@echo "make bench     - throughput, update cost, time to solve (beside SB3); writes bench_results/"
+	@echo "make smoke     - a few seconds of training through every code path"
+	@echo "make clean     - remove .venv, outputs/, multirun/ and pytest's cache"
 
 $(VENV)/.ok-base: $(DEPS)
 	@[ -x $(PY) ] && $(PY) -c "import sys" 2>/dev/null || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
@@ -35,6 +37,9 @@ smoke: $(VENV)/.ok-base
 
 test: $(VENV)/.ok-dev
 	$(PY) -m pytest $(ARGS)
+
+test-fast: $(VENV)/.ok-dev
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 bench: $(VENV)/.ok-bench
 	$(PY) scripts/bench.py $(ARGS)

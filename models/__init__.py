@@ -1,0 +1,1 @@
+"""Policies: the Gaussian actor-critic (``actor_critic``) and its fast MLP kernels (``mlp_kernels``)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +31,58 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write ``state`` to ``path`` through a temporary file and a rename: a kill mid-write leaves
-    the earlier checkpoints intact and never a half-written file under a checkpoint's name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
+    """Write ``state`` to ``path`` through a temporary file and a rename: a kill mid-write leaves
+    the earlier checkpoints intact and never a half-written file under a checkpoint's name. A write that
+    fails (a full disk, a folder that cannot be written) leaves nothing behind and raises ``CheckpointError``
+    naming the folder, and for a full disk the space it needed."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_file(tmp, data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise CheckpointError(f"no space left in {path.parent} for checkpoint {path.name} "
+                                  f"({len(data) / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free); the earlier "
+                                  "checkpoints are intact: free some space, then resume=true") from None
+        raise CheckpointError(f"cannot write checkpoint {path} ({e.strerror or e}); the earlier checkpoints "
+                              "are intact") from None
     return path
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes whose process is gone (killed mid-write)."""
+    removed = []
+    for tmp in (Path(run_dir) / CHECKPOINT_DIR).glob(".ckpt_*.tmp"):
+        pid = tmp.suffixes[-2].lstrip(".") if len(tmp.suffixes) >= 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another live process is writing it
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -18,15 +18,16 @@ class Machine:
         devices: CUDA device indices; empty means CPU (reference). The first one is used.
         torch_threads: intra-op threads for the PPO update; ``null`` means one per core.
         compile: run the update's forward, loss and backward through ``torch.compile`` (fused C++
-            kernels; needs a C++ compiler, falls back to eager with a warning). Measured on 2 cores in one bench
-            round: 4.7 → 3.7 ms per gradient step at 4,096 samples, 15.3 → 11.2 ms at 16,000; 1-7 s of
-            compiling at start-up (about 10 s with an empty inductor cache).
+            kernels; needs a C++ compiler, falls back to eager with a warning). Faster gradient steps on
+            smaller batches for seconds of compiling at start-up (figures: docs/performance.md).
         start_method: multiprocessing start method for the workers.
+        worker_timeout_s: a worker that has not answered one step within this many seconds is reported as
+            hung (named, with whether its process is stopped) and the run stops.
     """
 
     def __init__(self, num_samplers: int = 8, num_workers: int | None = 0, valid_samplers: int = 1,
                  test_samplers: int = 1, devices: list[int] | None = None, torch_threads: int | None = None,
-                 start_method: str = "spawn", compile: bool = False) -> None:
+                 start_method: str = "spawn", compile: bool = False, worker_timeout_s: float = 30.0) -> None:
         for key in ("num_samplers", "valid_samplers", "test_samplers"):
             if locals()[key] < 1:
                 raise ValueError(f"{key}: must be >= 1, got {locals()[key]}")
@@ -34,6 +35,8 @@ class Machine:
             raise ValueError(f"num_workers: must be >= 0 or null, got {num_workers}")
         if torch_threads is not None and torch_threads < 1:
             raise ValueError(f"torch_threads: must be >= 1 or null, got {torch_threads}")
+        if worker_timeout_s <= 0:
+            raise ValueError(f"worker_timeout_s: must be > 0, got {worker_timeout_s}")
         if start_method not in START_METHODS:
             raise ValueError(f"start_method: must be one of {START_METHODS}, got {start_method!r}")
         self.devices = list(devices or [])
@@ -49,6 +52,7 @@ class Machine:
         self.torch_threads = torch_threads or cores
         self.start_method = start_method
         self.compile = compile
+        self.worker_timeout_s = worker_timeout_s
 
     @property
     def device(self) -> torch.device:

@@ -16,19 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.tasks import GymTaskFactory
-from envs.vector import Samplers
+from envs.factory import GymTaskFactory
+from envs.samplers import Samplers
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
-                                load_model_weights, save_checkpoint)
+                                load_model_weights, remove_stale_temporaries, save_checkpoint)
 from rl_core.config_check import ConfigError
-from rl_core.evaluation import METRICS, fixed_tasks, play_tasks, summarize
-from rl_core.loggers import Logger, RunInfo
+from rl_core.eval.evaluation import METRICS, fixed_tasks, play_tasks, summarize
+from rl_core.tracking.loggers import Logger, RunInfo
 from rl_core.machine import Machine
-from rl_core.pipeline import StageSettings, TrainingPipeline
-from rl_core.ppo import CompiledLoss, PPOLoss, ppo_update, prepare_advantages
-from rl_core.progress import TrainProgress
-from rl_core.schedules import EnvStepLR, LinearDecay
-from rl_core.storage import RolloutStorage
+from rl_core.markers import DONE, read_marker, write_marker
+from rl_core.algo.pipeline import StageSettings, TrainingPipeline
+from rl_core.algo.compiled import CompiledLoss
+from rl_core.algo.ppo import PPOLoss, ppo_update, prepare_advantages
+from rl_core.tracking.progress import TrainProgress
+from rl_core.algo.schedules import EnvStepLR, LinearDecay
+from rl_core.algo.storage import RolloutStorage
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,10 @@ class MetricWindow:
         self.episodes, self.losses = list(state["episodes"]), list(state["losses"])
 
 
+class TrainingAborted(KeyboardInterrupt):
+    """A second Ctrl-C: training quits at once, without the checkpoint the first one asked for."""
+
+
 class StopFlag:
     """SIGINT, SIGTERM and SIGUSR2 (SLURM/submitit: time limit or preemption ahead) ask for a checkpoint at
     the next rollout boundary; a second SIGINT stops at once."""
@@ -108,7 +114,7 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise TrainingAborted
         self.signum = signum
         log.warning("%s received: saving a checkpoint after this rollout (Ctrl-C again to quit now)",
                     signal.Signals(signum).name)
@@ -163,13 +169,30 @@ class Trainer:
             if not found:
                 raise CheckpointError(f"resume=true but {self.run_dir / 'checkpoints'} holds no checkpoint "
                                       "(ckpt_*.pt); start without resume=true, or point run_dir at the run to continue")
-            self.resume_state = load_checkpoint(found[-1][1], self.device)
+            self.resume_state = self._load_newest(found)
             self._restore(self.resume_state, found[-1][1])
         elif init_weights:
             load_model_weights(self.model, load_checkpoint(Path(init_weights), self.device)["model"], Path(init_weights))
             log.info("starting from the weights of %s", init_weights)
 
     # -- checkpoints ------------------------------------------------------------------------------
+
+    def _load_newest(self, found: list[tuple[int, Path]]) -> dict[str, Any]:
+        """The newest checkpoint; when it cannot be read, the error says which older one can, and how to
+        continue from it (the unreadable file is never touched)."""
+        try:
+            return load_checkpoint(found[-1][1], self.device)
+        except CheckpointError as e:
+            for steps, older in reversed(found[:-1]):
+                try:
+                    load_checkpoint(older, self.device)
+                except CheckpointError:
+                    continue
+                newest = found[-1][1]
+                raise CheckpointError(f"{e}. The newest readable checkpoint is {older.name} ({steps:,} env steps): "
+                                      f"to continue from it, move the unreadable one aside (mv {newest} "
+                                      f"{newest}.unreadable) and resume again") from None
+            raise
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         load_model_weights(self.model, ckpt["model"], path)
@@ -301,19 +324,22 @@ class Trainer:
         """Run the pipeline to its end; returns the last validation summary."""
         self._wall_at_start, self._t_start = self.state.wall_s, time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in remove_stale_temporaries(self.run_dir):
+            log.info("removed %s, left by a checkpoint write that was killed", tmp)
         m = self.machine
         resumed = self.resume_state is not None
-        done_file = self.run_dir / "DONE"
-        if resumed and done_file.is_file():
+        done = read_marker(self.run_dir, DONE) if resumed else None
+        if done is not None:
             log.info("%s already finished at step %d; nothing to resume", self.run_dir, self.state.total_steps)
-            return json.loads(done_file.read_text())
+            return done
         self.logger.open(RunInfo(self.run_dir, "train", self.group, self.name, self.config,
                                  resume_step=self.state.total_steps + 1 if resumed else None))
         last_valid: dict[str, float] = {}
         storage: RolloutStorage | None = None
         failed = True
         try:
-            with self.factory.train_samplers(m.num_samplers, m.num_workers, self.seed, m.start_method) as samplers, \
+            with self.factory.train_samplers(m.num_samplers, m.num_workers, self.seed, m.start_method,
+                                             m.worker_timeout_s) as samplers, \
                     StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps) as bar:
                 obs = samplers.load_state_dicts(self.resume_state["samplers"]) if resumed else samplers.reset()
                 scheduled = resumed and self.resume_state.get("scheduled", True)
@@ -381,5 +407,5 @@ class Trainer:
             failed = False
         finally:
             self.logger.close(failed=failed)
-        done_file.write_text(json.dumps({"total_steps": self.state.total_steps, **last_valid}) + "\n")
+        write_marker(self.run_dir, DONE, total_steps=self.state.total_steps, **last_valid)
         return last_valid

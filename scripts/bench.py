@@ -55,7 +55,8 @@ def _has(module: str) -> bool:
 
 def env_only(backend: str, num_samplers: int, num_workers: int, steps: int = 3000) -> float:
     """Env steps/s (summed over samplers) with random actions, resets included."""
-    from envs.tasks import EnvPoolTaskFactory, GymTaskFactory
+    from envs.envpool_backend import EnvPoolTaskFactory
+    from envs.factory import GymTaskFactory
 
     factory = EnvPoolTaskFactory() if backend == "envpool" else GymTaskFactory()
     rng = np.random.default_rng(0)
@@ -74,8 +75,9 @@ def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool 
     import torch
 
     from models.actor_critic import MemorylessActorCritic
-    from rl_core.ppo import CompiledLoss, PPOLoss, ppo_update, prepare_advantages
-    from rl_core.storage import RolloutStorage
+    from rl_core.algo.compiled import CompiledLoss
+    from rl_core.algo.ppo import PPOLoss, ppo_update, prepare_advantages
+    from rl_core.algo.storage import RolloutStorage
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     samplers = 8 if batch >= 8000 else 16
@@ -307,7 +309,7 @@ def main() -> None:
             bound["default_env_only_s"] = round(env_s, 1)
             bound["default_best_share_of_env_only"] = round(env_s / (env_s + bound["default_update_floor_s"]), 3)
         # The same bound for the fast preset's step, from its matmuls timed at their own (skinny) shapes:
-        # what envpool's 2x over gymnasium would need the whole step to fit in (README).
+        # what envpool's 2x over gymnasium would need the whole step to fit in (docs/performance.md).
         bound["matmul_ms_per_4096_step"] = round(step_matmul_ms(4096), 2)
         results["update_floor"] = bound
         print("update floor:", bound, flush=True)

@@ -1,11 +1,15 @@
-"""Shared helpers: run launch.py in a subprocess as a user would."""
+"""Shared helpers: run launch.py as a user would, in a subprocess or (faster) in this process."""
 
 from __future__ import annotations
 
 import os
 import signal
+import contextlib
+import io
+import logging
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +40,63 @@ def tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``launch.py ARGS`` through its ``main`` in this process: the same composition, checks, outputs, log
+    lines and exit code as :func:`run_launch`, without a new interpreter's start-up. Everything written to
+    file descriptors 1 and 2 (Python, C code, child processes) comes back as ``stderr``. For runs whose
+    process boundary is not the point; signals and kills need :func:`run_launch`."""
+    import launch
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    saved_argv, saved_streams = sys.argv, (sys.stdout, sys.stderr)
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    code: int | str | None = 0
+    with tempfile.TemporaryFile() as out:
+        sys.stdout.flush(), sys.stderr.flush()
+        saved_fds = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
+        text = io.TextIOWrapper(os.fdopen(os.dup(2), "wb"), write_through=True)
+        sys.stdout = sys.stderr = text
+        # imported, not run as a script, Hydra would look for conf/ as a package: name the folder
+        sys.argv = [str(ROOT / "launch.py"), "--config-path", str(ROOT / "conf"), *args]
+        try:
+            launch.main()
+        except SystemExit as e:
+            code = e.code
+        except BaseException:  # noqa: BLE001 - a traceback, as the interpreter would print it
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            for handler in root.handlers[:]:
+                if handler not in saved_handlers:
+                    root.removeHandler(handler)
+                    handler.close()
+            root.handlers[:], root.level = saved_handlers, saved_level
+            text.close()
+            os.dup2(saved_fds[0], 1), os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            sys.argv, (sys.stdout, sys.stderr) = saved_argv, saved_streams
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["launch.py", *args], returncode, "", output)
+
+
 @pytest.fixture
 def launch():
+    """``launch.py`` in a subprocess, as a user runs it."""
     return run_launch
+
+
+@pytest.fixture
+def launch_here():
+    """``launch.py`` in this process (:func:`run_in_process`)."""
+    return run_in_process
 
 
 # W&B with no account: offline, nothing read from the developer's own ~/.netrc or W&B settings.

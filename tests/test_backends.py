@@ -13,7 +13,7 @@ envpool = pytest.importorskip("envpool", reason="the envpool backend needs `pip 
 def test_envpool_samplers_keep_the_step_contract():
     """Every step returns an observation to act on: an ended episode is reported once, with its return,
     and its env restarts at once (envpool would otherwise spend the next action on its own reset)."""
-    from envs.envpool_samplers import EnvPoolSamplers
+    from envs.envpool_backend import EnvPoolSamplers
 
     s = EnvPoolSamplers("LunarLanderContinuous-v2", 4, run_seed=3)
     obs = s.reset().copy()
@@ -33,8 +33,9 @@ def test_envpool_samplers_keep_the_step_contract():
     s.close()
 
 
-def test_envpool_backend_trains_and_validates_on_gymnasium(launch, tmp_path):
-    proc = launch(*TINY, f"run_dir={tmp_path}", "env=lunar_lander_continuous_envpool")
+@pytest.mark.slow
+def test_envpool_backend_trains_and_validates_on_gymnasium(launch_here, tmp_path):
+    proc = launch_here(*TINY, f"run_dir={tmp_path}", "env=lunar_lander_continuous_envpool")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 4000
     valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
@@ -42,29 +43,31 @@ def test_envpool_backend_trains_and_validates_on_gymnasium(launch, tmp_path):
     assert [e["seed"] for e in valid[-1]["episodes"]] == [0, 1, 2]
 
 
-def test_envpool_backend_resumes_at_the_saved_step(launch, tmp_path):
+@pytest.mark.slow
+def test_envpool_backend_resumes_at_the_saved_step(launch_here, tmp_path):
     args = [*TINY, f"run_dir={tmp_path}", "env=lunar_lander_continuous_envpool"]
-    assert launch(*args).returncode == 0
+    assert launch_here(*args).returncode == 0
     # the state a kill right after the checkpoint at 1600 leaves behind
     (tmp_path / "DONE").unlink()
     for ckpt in (tmp_path / "checkpoints").glob("ckpt_*.pt"):
         if int(ckpt.stem.split("_")[1]) > 1600:
             ckpt.unlink()
-    resumed = launch(*args, "resume=true")
+    resumed = launch_here(*args, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 1600" in resumed.stderr
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 4000
 
 
-def test_unknown_envpool_id_names_the_key(launch, tmp_path):
-    proc = launch(*TINY, f"run_dir={tmp_path}", "env=lunar_lander_continuous_envpool",
-                  "env.envpool_id=LunarLanderContinuous-v9")
+def test_unknown_envpool_id_names_the_key(launch_here, tmp_path):
+    proc = launch_here(*TINY, f"run_dir={tmp_path}", "env=lunar_lander_continuous_envpool",
+                       "env.envpool_id=LunarLanderContinuous-v9")
     assert proc.returncode == 2
     assert "env.envpool_id: envpool does not know 'LunarLanderContinuous-v9'" in proc.stderr
 
 
-def test_fast_preset_on_envpool_trains(launch, tmp_path):
-    proc = launch("experiment=lunar_lander_fast", "env=lunar_lander_continuous_envpool", f"run_dir={tmp_path}",
-                  "pipeline.stages.0.max_stage_steps=8192", "pipeline.save_interval=4096")
+@pytest.mark.slow
+def test_fast_preset_on_envpool_trains(launch_here, tmp_path):
+    proc = launch_here("experiment=lunar_lander_fast", "env=lunar_lander_continuous_envpool", f"run_dir={tmp_path}",
+                       "pipeline.stages.0.max_stage_steps=8192", "pipeline.save_interval=4096")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 8192

@@ -1,7 +1,16 @@
-"""Bad input through launch.py: one line naming the problem, no traceback, a non-zero exit."""
+"""Bad input through launch.py: one line naming the problem, no traceback, a non-zero exit.
+
+Most cases run launch.py's main in this process (the same checks, messages and exit codes); one runs it as
+a user does, in a new process, to hold the process-level contract."""
+
+import errno
+import json
+import subprocess
 
 import pytest
 import torch
+
+from rl_core import checkpoint
 
 SMOKE = ["experiment=smoke"]
 
@@ -30,35 +39,102 @@ def _assert_one_line_error(proc, *fragments):
     (["pipeline.stop_at_valid_reward=high"], ["pipeline.stop_at_valid_reward: expected float | None, got 'high'"]),
     (["solved_reward=abc"], ["solved_reward: expected a number, got 'abc'"]),
 ])
-def test_bad_config(launch, tmp_path, args, fragments):
-    _assert_one_line_error(launch(*SMOKE, f"run_dir={tmp_path}", *args), *fragments)
+def test_bad_config(launch_here, tmp_path, args, fragments):
+    _assert_one_line_error(launch_here(*SMOKE, f"run_dir={tmp_path}", *args), *fragments)
 
 
-def test_resume_with_nothing_to_resume(launch, tmp_path):
-    _assert_one_line_error(launch(*SMOKE, f"run_dir={tmp_path}", "resume=true"),
+def test_resume_with_nothing_to_resume(launch_here, tmp_path):
+    _assert_one_line_error(launch_here(*SMOKE, f"run_dir={tmp_path}", "resume=true"),
                            "resume=true but", "holds no config.yaml")
 
 
-def test_corrupted_checkpoint_is_named_and_left_alone(launch, tmp_path):
-    run = launch(*SMOKE, f"run_dir={tmp_path}")
+def test_corrupted_checkpoint_is_named_left_alone_and_the_way_on_given(launch_here, tmp_path):
+    run = launch_here(*SMOKE, f"run_dir={tmp_path}")
     assert run.returncode == 0, run.stderr
+    (tmp_path / "DONE").unlink()  # as a run killed after its last checkpoint leaves it
     newest = sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))[-1]
     newest.write_bytes(newest.read_bytes()[:1000])
     before = newest.read_bytes()
-    _assert_one_line_error(launch(*SMOKE, f"run_dir={tmp_path}", "resume=true"),
-                           f"checkpoint {newest} is corrupted")
+    proc = launch_here(*SMOKE, f"run_dir={tmp_path}", "resume=true")
+    _assert_one_line_error(proc, f"checkpoint {newest} is corrupted",
+                           "The newest readable checkpoint is ckpt_0000000800.pt (800 env steps)",
+                           f"mv {newest} {newest}.unreadable")
     assert newest.read_bytes() == before
+    newest.rename(f"{newest}.unreadable")
+    resumed = launch_here(*SMOKE, f"run_dir={tmp_path}", "resume=true")
+    assert resumed.returncode == 0 and "at step 800" in resumed.stderr, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 1600
 
 
-def test_checkpoint_with_another_model_shape_names_the_parameter(launch, tmp_path):
-    run = launch(*SMOKE, f"run_dir={tmp_path / 'a'}")
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_nothing_partial(launch_here, tmp_path, monkeypatch):
+    def full_disk(path, data):
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_file", full_disk)
+    proc = launch_here(*SMOKE, f"run_dir={tmp_path}")
+    _assert_one_line_error(proc, f"no space left in {tmp_path / 'checkpoints'} for checkpoint ckpt_0000000800.pt (",
+                           "MB needed", "MB free")
+    assert proc.returncode == 2
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_start(launch_here, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / "checkpoints" / f".ckpt_0000000800.pt.{dead.pid}.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    proc = launch_here(*SMOKE, f"run_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not stale.exists() and f"removed {stale}" in proc.stderr
+
+def test_checkpoint_with_another_model_shape_names_the_parameter(launch_here, tmp_path):
+    run = launch_here(*SMOKE, f"run_dir={tmp_path / 'a'}")
     assert run.returncode == 0, run.stderr
     ckpt = sorted((tmp_path / "a" / "checkpoints").glob("ckpt_*.pt"))[-1]
     assert torch.load(ckpt, weights_only=True)["state"]["total_steps"] == 1600
-    _assert_one_line_error(launch(*SMOKE, f"run_dir={tmp_path / 'b'}", f"checkpoint={ckpt}", "model.hidden_sizes=[16]"),
+    _assert_one_line_error(launch_here(*SMOKE, f"run_dir={tmp_path / 'b'}", f"checkpoint={ckpt}", "model.hidden_sizes=[16]"),
                            "parameter actor.0.weight has shape (64, 8) in the checkpoint but (16, 8)")
 
 
-def test_report_of_a_folder_without_jobs(launch, tmp_path):
-    _assert_one_line_error(launch("mode=report", f"sweep_dir={tmp_path / 'empty'}"),
+def test_report_of_a_folder_without_jobs(launch_here, tmp_path):
+    (tmp_path / "empty").mkdir()
+    _assert_one_line_error(launch_here("mode=report", f"sweep_dir={tmp_path / 'empty'}"),
                            "sweep_dir:", "holds no jobs of a multirun")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["mode=report", "sweep_dir={missing}"], "sweep_dir: {missing} does not exist"),
+    (["mode=test", "run_dir={missing}"], "run_dir: {missing} does not exist"),
+    (["mode=test", "checkpoint={missing}/checkpoints/ckpt_0000000800.pt"], "does not exist"),
+])
+def test_a_mistyped_folder_is_named_and_not_created(launch_here, tmp_path, args, fragment):
+    missing = tmp_path / "typo"
+    _assert_one_line_error(launch_here(*(a.format(missing=missing) for a in args)), fragment.format(missing=missing))
+    assert not missing.exists()
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,fragments,code", [
+    (["env=lunar"], ["Could not find 'env/lunar'", "lunar_lander_continuous"], 1),
+    (["pipeline.num_steps=ten"], ["pipeline.num_steps: expected int, got 'ten'"], 2),
+])
+def test_bad_config_in_a_new_process(launch, tmp_path, args, fragments, code):
+    proc = launch(*SMOKE, f"run_dir={tmp_path}", *args)
+    _assert_one_line_error(proc, *fragments)
+    assert proc.returncode == code
+
+
+def test_resume_keeps_the_runs_sampler_count_whatever_the_command_composes(launch_here, tmp_path):
+    """Each sampler's episode stream is in the checkpoint: a resume composed with another machine (the default's
+    8 samplers for a run of 4, as resuming a preset run without its preset does) continues with the saved 4."""
+    assert launch_here(*SMOKE, f"run_dir={tmp_path}").returncode == 0
+    (tmp_path / "DONE").unlink()
+    sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))[-1].unlink()
+    proc = launch_here(*SMOKE, f"run_dir={tmp_path}", "resume=true", "machine.num_samplers=8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ignoring: machine.num_samplers=8 (saved 4)" in proc.stderr
+    assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 1600

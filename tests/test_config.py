@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from launch import GROUPS
+from rl_core.run_config import GROUPS
 from rl_core.config_check import ConfigError, check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -46,7 +46,7 @@ def test_defaults_reproduce_the_reference():
     ("pipeline.num_steps=abc", "pipeline.num_steps: expected int, got 'abc'"),
     ("pipeline.gamma=true", "pipeline.gamma: expected float, got True"),
     ("model.hidden_sizes=[64,x]", "model.hidden_sizes: expected Sequence[int], got [64, 'x']"),
-    ("+pipeline.stages.0.max_steps=5", "pipeline.stages[0].max_steps: unknown key for rl_core.pipeline.PipelineStage"),
+    ("+pipeline.stages.0.max_steps=5", "pipeline.stages[0].max_steps: unknown key for rl_core.algo.pipeline.PipelineStage"),
     ("pipeline.optimizer._target_=torch.optim.Adamm", "pipeline.optimizer._target_: cannot import 'torch.optim.Adamm'"),
 ])
 def test_bad_keys_and_types_are_named(override, message):

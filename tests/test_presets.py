@@ -3,14 +3,17 @@
 import json
 import math
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import tb_scalars
 
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
 
-def test_fast_preset_trains_with_its_own_schedule(launch, tmp_path):
-    proc = launch("experiment=lunar_lander_fast", f"run_dir={tmp_path}", "pipeline.stages.0.max_stage_steps=8192",
-                  "pipeline.save_interval=4096")
+
+def test_fast_preset_trains_with_its_own_schedule(launch_here, tmp_path):
+    proc = launch_here("experiment=lunar_lander_fast", f"run_dir={tmp_path}", "pipeline.stages.0.max_stage_steps=8192",
+                       "pipeline.save_interval=4096")
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = OmegaConf.load(tmp_path / "config.yaml")
     rollout = cfg.pipeline.num_steps * cfg.machine.num_samplers
@@ -23,8 +26,8 @@ def test_fast_preset_trains_with_its_own_schedule(launch, tmp_path):
     assert entropy and all(abs(v - 0.5 * math.log(2 * math.pi * math.e * 0.9 ** 2)) < 1e-4 for v in entropy)
 
 
-def test_stop_at_valid_reward_ends_the_run_at_the_first_validation_reaching_it(launch, tmp_path):
-    proc = launch("experiment=smoke", f"run_dir={tmp_path}", "pipeline.stop_at_valid_reward=-10000")
+def test_stop_at_valid_reward_ends_the_run_at_the_first_validation_reaching_it(launch_here, tmp_path):
+    proc = launch_here("experiment=smoke", f"run_dir={tmp_path}", "pipeline.stop_at_valid_reward=-10000")
     assert proc.returncode == 0, proc.stderr[-3000:]
     valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
     assert [v["training_steps"] for v in valid] == [800]  # smoke runs 1600 steps, validating every 800

@@ -17,6 +17,8 @@ import torch
 from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env, run_launch
 from tests.test_sweep import SWEEP_TINY
 
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
+
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 
 

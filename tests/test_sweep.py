@@ -6,10 +6,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env
 from tests.wandb_records import read_offline_run
+
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
 
 # 4 samplers x 100 steps; 2000 steps; checkpoint and validation every 800 and at the end
 SWEEP_TINY = ["experiment=smoke", "pipeline.stages.0.max_stage_steps=2000", "pipeline.num_steps=100",
@@ -60,10 +63,12 @@ def test_a_failed_job_is_listed_and_the_others_still_reported(launch, tmp_path):
     md = (sweep / "report.md").read_text()
     assert "| `machine.num_samplers=4` | 1/1 |" in md
     assert "Failed or unfinished jobs" in md and "| 1 | failed |" in md and "must be >= 1" in md
-    # `mode=report` logs the report to the sweep's W&B group as a run of its own, with the table
+    # `mode=report` exits 4 while a job failed (scripts and CI see it), and logs the report to the sweep's W&B
+    # group as a run of its own, with the table
     again = launch("mode=report", f"sweep_dir={sweep}", "logger=wandb",
                    env={**WANDB_OFFLINE_ENV, "HOME": str(tmp_path)})
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 4, again.stderr
+    assert f"error: 1 job(s) of {sweep} failed (1; listed above" in again.stderr
     (report_run,) = (sweep / "wandb").glob("offline-run-*")
     rec = read_offline_run(report_run)
     assert rec["run"]["job_type"] == "report" and rec["run"]["group"] == str(sweep)

@@ -10,13 +10,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.test_bad_input import _assert_one_line_error
 from tests.test_train import TINY
 
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import run_launch
+    from tests.conftest import run_in_process
 
     run = tmp_path_factory.mktemp("run")
-    proc = run_launch(*TINY, f"run_dir={run}")
+    proc = run_in_process(*TINY, f"run_dir={run}")
     assert proc.returncode == 0, proc.stderr
     return run
 
@@ -29,10 +31,10 @@ def _snapshot(run):
     return {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and "test" not in p.relative_to(run).parts}
 
 
-def test_test_mode_writes_json_tensorboard_and_videos(launch, trained):
+def test_test_mode_writes_json_tensorboard_and_videos(launch_here, trained):
     before = _snapshot(trained)
-    proc = launch("mode=test", f"run_dir={trained}", "test.select=every", "test.every=2",
-                  "env.test_episodes_per_sampler=5", "test.video_max_frames=60")
+    proc = launch_here("mode=test", f"run_dir={trained}", "test.select=every", "test.every=2",
+                       "env.test_episodes_per_sampler=5", "test.video_max_frames=60")
     assert proc.returncode == 0, proc.stderr
     assert _snapshot(trained) == before  # the training run's files are untouched
     out = _test_dirs(trained)[-1]
@@ -54,9 +56,9 @@ def test_test_mode_writes_json_tensorboard_and_videos(launch, trained):
     assert "reward (mean ± std)" in proc.stderr  # the summary table
 
 
-def test_two_deterministic_tests_agree_and_match_validation(launch, trained):
+def test_two_deterministic_tests_agree_and_match_validation(launch_here, trained):
     for _ in range(2):
-        proc = launch("mode=test", f"run_dir={trained}", "test.select=steps", "test.steps=[4000]", "test.video=false")
+        proc = launch_here("mode=test", f"run_dir={trained}", "test.select=steps", "test.steps=[4000]", "test.video=false")
         assert proc.returncode == 0, proc.stderr
     a, b = (json.loads((d / "test.json").read_text()) for d in _test_dirs(trained)[-2:])
     assert a[0]["episodes"] == b[0]["episodes"]
@@ -65,20 +67,20 @@ def test_two_deterministic_tests_agree_and_match_validation(launch, trained):
     assert [e["reward"] for e in valid["episodes"]] == pytest.approx([e["reward"] for e in a[0]["episodes"]])
 
 
-def test_one_checkpoint_file(launch, trained):
-    proc = launch("mode=test", f"checkpoint={trained / 'checkpoints' / 'ckpt_0000000800.pt'}", "test.video=false")
+def test_one_checkpoint_file(launch_here, trained):
+    proc = launch_here("mode=test", f"checkpoint={trained / 'checkpoints' / 'ckpt_0000000800.pt'}", "test.video=false")
     assert proc.returncode == 0, proc.stderr
     assert [r["training_steps"] for r in json.loads((_test_dirs(trained)[-1] / "test.json").read_text())] == [800]
 
 
-def test_corrupted_checkpoint_is_named_others_tested_exit_non_zero(launch, trained, tmp_path):
+def test_corrupted_checkpoint_is_named_others_tested_exit_non_zero(launch_here, trained, tmp_path):
     import shutil
 
     run = tmp_path / "copy"
     shutil.copytree(trained, run, ignore=shutil.ignore_patterns("test"))
     bad = run / "checkpoints" / "ckpt_0000002400.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = launch("mode=test", f"run_dir={run}", "test.video=false")
+    proc = launch_here("mode=test", f"run_dir={run}", "test.video=false")
     _assert_one_line_error(proc, f"checkpoint {bad} is corrupted", "1 of 5 checkpoint(s) could not be tested")
     results = json.loads((_test_dirs(run)[-1] / "test.json").read_text())
     assert [r["training_steps"] for r in results] == [800, 1600, 3200, 4000]
@@ -89,11 +91,11 @@ def test_corrupted_checkpoint_is_named_others_tested_exit_non_zero(launch, train
     (["test.select=steps", "test.steps=[123]"], ["test.steps: no checkpoint at [123]; the run has [800, 1600"]),
     (["model.hidden_sizes=[16]", "test.video=false"], ["parameter actor.0.weight has shape (64, 8) in the checkpoint but (16, 8)"]),
 ])
-def test_bad_test_input(launch, trained, args, fragments):
-    _assert_one_line_error(launch("mode=test", f"run_dir={trained}", *args), *fragments)
+def test_bad_test_input(launch_here, trained, args, fragments):
+    _assert_one_line_error(launch_here("mode=test", f"run_dir={trained}", *args), *fragments)
 
 
-def test_run_dir_without_checkpoints(launch, tmp_path):
+def test_run_dir_without_checkpoints(launch_here, tmp_path):
     (tmp_path / "config.yaml").write_text("seed: 1\n")
-    _assert_one_line_error(launch("mode=test", f"run_dir={tmp_path}"),
+    _assert_one_line_error(launch_here("mode=test", f"run_dir={tmp_path}"),
                            f"no checkpoints in {tmp_path / 'checkpoints'}", "ckpt_<env steps>.pt")

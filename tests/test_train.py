@@ -1,12 +1,17 @@
 """Tiny trainings through launch.py: outputs, TensorBoard tags, kill + resume, graceful stop."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
-from tests.conftest import ROOT, stop_after_first_checkpoint, tb_scalars
+
+from tests.conftest import ROOT, launch_env, stop_after_first_checkpoint, tb_scalars
+
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
 
 # 4 samplers x 100 steps = 400 env steps a rollout; 10 rollouts; checkpoint every 2.
 TINY = ["experiment=smoke", "pipeline.stages.0.max_stage_steps=4000", "pipeline.num_steps=100",
@@ -19,8 +24,8 @@ def _final_weights(run_dir):
     return state["state"]["total_steps"], state["model"]
 
 
-def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
-    proc = launch(*TINY, f"run_dir={tmp_path}", "pipeline.validate_initial_weights=true")
+def test_training_writes_checkpoints_events_and_provenance(launch_here, tmp_path):
+    proc = launch_here(*TINY, f"run_dir={tmp_path}", "pipeline.validate_initial_weights=true")
     assert proc.returncode == 0, proc.stderr
     steps = [int(p.stem.split("_")[1]) for p in sorted((tmp_path / "checkpoints").glob("ckpt_*.pt"))]
     assert steps == [800, 1600, 2400, 3200, 4000]
@@ -32,7 +37,7 @@ def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
         assert tag in tags, sorted(tags)
     assert [s for s, _ in tags["train/lr"]] == list(range(400, 4001, 400))
     # linear decay to 0 over the 4000 steps: lr after 2000 steps is half of 1e-3
-    assert dict(tags["train/lr"])[2000] == __import__("pytest").approx(5e-4)
+    assert dict(tags["train/lr"])[2000] == pytest.approx(5e-4)
     assert all(abs(v - 0.7258) < 1e-4 for _, v in tags["train/ppo_loss/entropy"])
     valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
     assert [v["training_steps"] for v in valid] == [0] + steps  # the initial weights first
@@ -42,8 +47,9 @@ def test_training_writes_checkpoints_events_and_provenance(launch, tmp_path):
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 4000
 
 
-def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch, tmp_path):
-    whole = launch(*TINY, f"run_dir={tmp_path / 'whole'}")
+def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch_here, tmp_path):
+    """Killed in its own process; the uninterrupted run and the resume run in this one (the same numbers)."""
+    whole = launch_here(*TINY, f"run_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr
 
     run = tmp_path / "killed"
@@ -57,7 +63,7 @@ def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch, tmp_pat
     saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
     assert saved and saved[-1] < 4000, saved
 
-    resumed = launch(*TINY, f"run_dir={run}", "resume=true")
+    resumed = launch_here(*TINY, f"run_dir={run}", "resume=true")
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {saved[-1]}" in resumed.stderr
     steps_a, weights_a = _final_weights(tmp_path / "whole")
@@ -72,7 +78,7 @@ def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch, tmp_pat
         assert sorted(set(steps)) == [s for s, _ in tb_scalars(tmp_path / "whole")[tag]], (tag, steps)
 
 
-def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
+def test_sigterm_saves_and_resume_finishes(launch_here, tmp_path):
     proc = stop_after_first_checkpoint(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}",
                                        run_dir=tmp_path)
     out = proc.stdout
@@ -80,13 +86,13 @@ def test_sigterm_saves_and_resume_finishes(launch, tmp_path):
     assert "stopped by SIGTERM" in out and "resume=true" in out
     stopped_at = max(int(p.stem.split("_")[1]) for p in (tmp_path / "checkpoints").glob("ckpt_*.pt"))
     assert stopped_at % 400 == 0 and stopped_at < 40000
-    resumed = launch(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
+    resumed = launch_here(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
     assert resumed.returncode == 0, resumed.stderr
     assert _final_weights(tmp_path)[0] == 40000
     lines = (tmp_path / "valid.json").read_text()
     # the save on SIGTERM did not move the schedule: validations at the same steps as without the stop
     assert [json.loads(line)["training_steps"] for line in lines.splitlines()] == list(range(800, 40001, 800))
-    again = launch(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
+    again = launch_here(*TINY, "pipeline.stages.0.max_stage_steps=40000", f"run_dir={tmp_path}", "resume=true")
     assert again.returncode == 0 and "already finished at step 40000" in again.stderr, again.stderr
     assert (tmp_path / "valid.json").read_text() == lines
 
@@ -114,3 +120,24 @@ runpy.run_path("launch.py", run_name="__main__")
     assert state["enabled"] is True
     assert state["frozen"] > 100_000  # torch alone makes more
     assert (tmp_path / "run" / "DONE").is_file()
+
+
+def test_a_second_ctrl_c_quits_at_once_saying_what_was_saved(tmp_path):
+    """Rollouts of 40,000 steps (seconds each): both SIGINTs land within the second rollout, before its save."""
+    args = [*TINY, "pipeline.num_steps=10000", "pipeline.stages.0.max_stage_steps=400000", f"run_dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=launch_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # until the first checkpoint is saved and validated
+        lines.append(line)
+        if "valid @ 40000 steps" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out = "".join(lines) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    assert "interrupted: quit at once; the steps after ckpt_0000040000.pt (40,000 env steps) were not saved" in out
+    assert f"resume=true run_dir={tmp_path}" in out
+    assert [p.name for p in (tmp_path / "checkpoints").glob("ckpt_*.pt")] == ["ckpt_0000040000.pt"]

@@ -2,9 +2,13 @@
 
 import json
 
+import pytest
+
 from tests.conftest import WANDB_OFFLINE_ENV, run_launch, stop_after_first_checkpoint
 from tests.test_train import TINY
 from tests.wandb_records import read_offline_run
+
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
 
 
 def _env(tmp_path):

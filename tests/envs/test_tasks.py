@@ -7,8 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from envs.tasks import GymTaskFactory, resolve_env_id
-from envs.vector import SamplerError, Samplers
+from envs.factory import GymTaskFactory
+from envs.samplers import SamplerError, Samplers
+from envs.task import resolve_env_id
+from rl_core.machine import Machine
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,23 @@ def test_a_dead_worker_is_named_within_seconds(factory):
             for _ in range(100):
                 s.step(np.zeros((4, 2), np.float32))
         assert time.monotonic() - t0 < 5
+
+
+def test_a_stopped_worker_is_named_after_the_machines_timeout_and_closed_at_once(factory):
+    timeout_s = Machine(worker_timeout_s=1.5).worker_timeout_s  # machine.worker_timeout_s reaches the samplers
+    s = factory.train_samplers(4, 1, run_seed=0, timeout_s=timeout_s)
+    s.reset()
+    os.kill(s.procs[0].pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(SamplerError, match=r"sampler worker 0 \(pid \d+, samplers 0..1\) sent nothing for 1.5 s "
+                                           r"\(its process is stopped"):
+        for _ in range(100):
+            s.step(np.zeros((4, 2), np.float32))
+    assert time.monotonic() - t0 < 5
+    proc = s.procs[0]
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < 2 and not proc.is_alive()
 
 
 class ExplodingFactory(GymTaskFactory):

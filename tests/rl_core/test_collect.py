@@ -5,12 +5,12 @@ from functools import partial
 import numpy as np
 import torch
 
-from envs.tasks import GymTaskFactory
+from envs.factory import GymTaskFactory
 from models.actor_critic import MemorylessActorCritic
 from rl_core.machine import Machine
-from rl_core.pipeline import PipelineStage, TrainingPipeline
-from rl_core.ppo import PPOLoss
-from rl_core.storage import RolloutStorage
+from rl_core.algo.pipeline import PipelineStage, TrainingPipeline
+from rl_core.algo.ppo import PPOLoss
+from rl_core.algo.storage import RolloutStorage
 from rl_core.trainer import Trainer
 
 T, N, SEED = 150, 3, 5

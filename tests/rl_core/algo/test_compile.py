@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from models.actor_critic import MemorylessActorCritic
-from rl_core import ppo
-from rl_core.ppo import CompiledLoss, PPOLoss
+from rl_core.algo import compiled as compiled_module
+from rl_core.algo.compiled import CompiledLoss
+from rl_core.algo.ppo import PPOLoss
 
 
 def _batch(model, n=96, seed=0):
@@ -50,12 +51,12 @@ def test_a_compiler_failure_warns_once_and_goes_on_in_eager_mode(monkeypatch, ca
             raise RuntimeError("InductorError: no C++ compiler\nmore detail")
         return run
 
-    monkeypatch.setattr(ppo.torch, "compile", broken_compile)
+    monkeypatch.setattr(compiled_module.torch, "compile", broken_compile)
     model = MemorylessActorCritic(8, 2)
     loss = PPOLoss()
     compiled = CompiledLoss(loss)
     batch = _batch(model)
-    with caplog.at_level(logging.WARNING, logger="rl_core.ppo"):
+    with caplog.at_level(logging.WARNING, logger="rl_core.algo.compiled"):
         first, _ = _loss_and_grads(compiled, model, batch)
         second, _ = _loss_and_grads(compiled, model, batch)
     want, _ = _loss_and_grads(loss, model, batch)
@@ -74,11 +75,11 @@ def test_a_failure_on_a_later_minibatch_shape_also_falls_back(monkeypatch, caplo
             return fn(model, batch)
         return run
 
-    monkeypatch.setattr(ppo.torch, "compile", compile_for_96_rows_only)
+    monkeypatch.setattr(compiled_module.torch, "compile", compile_for_96_rows_only)
     model = MemorylessActorCritic(8, 2)
     loss = PPOLoss()
     compiled = CompiledLoss(loss)
-    with caplog.at_level(logging.WARNING, logger="rl_core.ppo"):
+    with caplog.at_level(logging.WARNING, logger="rl_core.algo.compiled"):
         for n in (96, 40, 96, 40):
             batch = _batch(model, n)
             got, _ = _loss_and_grads(compiled, model, batch)
@@ -89,6 +90,7 @@ def test_a_failure_on_a_later_minibatch_shape_also_falls_back(monkeypatch, caplo
     assert len(warnings) == 1 and "second graph failed" in warnings[0]
 
 
+@pytest.mark.slow
 def test_compiled_training_runs_through_launch(launch, tmp_path):
     proc = launch("experiment=smoke", f"run_dir={tmp_path}", "machine.compile=true")
     assert proc.returncode == 0, proc.stderr[-3000:]

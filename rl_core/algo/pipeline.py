@@ -54,7 +54,7 @@ class TrainingPipeline:
         num_steps: rollout length per sampler; one rollout is ``num_steps × samplers`` env steps.
         update_repeats: passes over each rollout.
         num_mini_batch: minibatches per pass, split by sampler.
-        gamma, use_gae, gae_lambda, bootstrap_truncation: see ``rl_core.returns.compute_returns``.
+        gamma, use_gae, gae_lambda, bootstrap_truncation: see ``rl_core.algo.ppo.compute_returns``.
         max_grad_norm: L2 gradient-norm clip.
         save_interval: checkpoint once this many env steps passed since the last (and at the end).
         metric_accumulate_interval: log train metrics once this many env steps accumulated.

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from rl_core.report import bootstrap_ci, iqm, write_report
+from rl_core.tracking.report import bootstrap_ci, iqm, write_report
 
 
 def _job(sweep, num, overrides, curve, status="finished", error=None):
@@ -77,3 +77,15 @@ def test_report_of_unfinished_jobs_lists_them(tmp_path):
     result = write_report(sweep, threshold=200)
     assert result["rows"][0]["seeds"] == 0 and np.isnan(result["rows"][0]["mean"])
     assert [j.status for j in result["problems"]] == ["unfinished"]
+
+
+def test_report_mode_exits_non_zero_when_a_job_failed(launch_here, tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["seed=1"], [(800, -100.0, 1.0), (1600, 50.0, 2.0)])
+    ok = launch_here("mode=report", f"sweep_dir={sweep}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    _job(sweep, 1, ["seed=2"], [(800, -90.0, 1.0)], status="failed", error="RuntimeError: boom")
+    failed = launch_here("mode=report", f"sweep_dir={sweep}")
+    assert failed.returncode == 4 and "Traceback" not in failed.stderr
+    assert f"error: 1 job(s) of {sweep} failed (1; listed above and in {sweep / 'report.md'})" in failed.stderr
+    assert "| 1 | failed |" in (sweep / "report.md").read_text()

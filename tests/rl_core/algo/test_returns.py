@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rl_core.returns import compute_returns, normalize
+from rl_core.algo.ppo import compute_returns, normalize
 
 
 def _t(rows):

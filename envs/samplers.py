@@ -19,10 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from envs.tasks import GymTaskFactory
+from envs.task import TaskSource
 
 _STEP = b"s"
 _EMPTY = b""
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _is_stopped(pid: int | None) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc; False where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
 
 
 class SamplerError(RuntimeError):
@@ -74,7 +84,7 @@ class StepBuffers:
 class SamplerGroup:
     """Samplers ``indices`` of one mode, stepped in the calling process into shared ``StepBuffers``."""
 
-    def __init__(self, factory: GymTaskFactory, mode: str, indices: range, run_seed: int,
+    def __init__(self, factory: TaskSource, mode: str, indices: range, run_seed: int,
                  buffers: StepBuffers, render: bool = False) -> None:
         self.indices = indices
         self.samplers = [factory.make(mode, i, run_seed, render=render) for i in indices]
@@ -121,7 +131,7 @@ class SamplerGroup:
             s.close()
 
 
-def _worker(conn: mp.connection.Connection, factory: GymTaskFactory, mode: str, indices: range,
+def _worker(conn: mp.connection.Connection, factory: TaskSource, mode: str, indices: range,
             run_seed: int, buffer_spec: dict[str, Any], render: bool) -> None:
     # Ctrl-C goes to the whole process group; the learner decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -168,12 +178,13 @@ class Samplers:
         run_seed: seeds the samplers' RNGs (with their index).
         start_method: multiprocessing start method (``spawn`` is safe with torch threads).
         learner_steps: the learner process steps a block too (ignored when ``num_workers=0``).
-        timeout_s: longest wait for one reply before a worker counts as hung.
+        timeout_s: longest wait for one reply before a worker counts as hung (start-up waits at least
+            ``STARTUP_TIMEOUT_S``: a worker imports its env's packages first).
     """
 
-    def __init__(self, factory: GymTaskFactory, mode: str, num_samplers: int, num_workers: int,
+    def __init__(self, factory: TaskSource, mode: str, num_samplers: int, num_workers: int,
                  run_seed: int, start_method: str = "spawn", learner_steps: bool = True,
-                 render: bool = False, timeout_s: float = 300.0) -> None:
+                 render: bool = False, timeout_s: float = 30.0) -> None:
         if num_samplers < 1:
             raise ValueError(f"num_samplers: must be >= 1, got {num_samplers}")
         self.num_samplers = num_samplers
@@ -190,6 +201,7 @@ class Samplers:
         self.buf = StepBuffers.view(spec)
         self.procs: list[Any] = []
         self.conns: list[mp.connection.Connection] = []
+        self.hung: set[int] = set()  # workers that stopped answering: killed, not asked, at close
         self.group: SamplerGroup | None = None
         try:
             for w in range(num_workers):
@@ -202,7 +214,7 @@ class Samplers:
                 self.conns.append(parent)
             if learner_steps:
                 self.group = SamplerGroup(factory, mode, self.blocks[-1], run_seed, self.buf, render)
-            self._gather(range(num_workers))  # start-up errors surface here
+            self._gather(range(num_workers), max(timeout_s, STARTUP_TIMEOUT_S))  # start-up errors surface here
         except BaseException:
             self.close()
             raise
@@ -215,15 +227,21 @@ class Samplers:
         b = self.blocks[w]
         return f"sampler worker {w} (pid {self.procs[w].pid}, samplers {b.start}..{b.stop - 1})"
 
-    def _gather(self, workers: range) -> list[Any]:
+    def _gather(self, workers: range, timeout_s: float | None = None) -> list[Any]:
         """Wait for one reply from each worker; a death, an error or a hang raises ``SamplerError``."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         replies: dict[int, Any] = {}
         waiting = set(workers)
         while waiting:
             objs = [self.conns[w] for w in waiting] + [self.procs[w].sentinel for w in waiting]
-            ready = mp.connection.wait(objs, timeout=self.timeout_s)
+            ready = mp.connection.wait(objs, timeout=timeout_s)
             if not ready:
-                raise SamplerError(f"{self._describe(min(waiting))} sent nothing for {self.timeout_s:.0f} s")
+                w = min(waiting)
+                self.hung.add(w)
+                stopped = (" (its process is stopped, e.g. by SIGSTOP or a debugger)"
+                           if _is_stopped(self.procs[w].pid) else "")
+                raise SamplerError(f"{self._describe(w)} sent nothing for {timeout_s:g} s{stopped}; "
+                                   "machine.worker_timeout_s sets how long to wait")
             for w in list(waiting):
                 status = None
                 if self.conns[w] in ready or self.conns[w].poll():
@@ -292,9 +310,11 @@ class Samplers:
         if self.group is not None:
             self.group.close()
             self.group = None
-        for proc, conn in zip(self.procs, self.conns):
+        for w, (proc, conn) in enumerate(zip(self.procs, self.conns)):
+            if w in self.hung:
+                proc.kill()  # SIGKILL ends a stopped process too
             try:
-                if proc.is_alive():
+                if proc.is_alive() and w not in self.hung:
                     conn.send_bytes(pickle.dumps(("close", None)))
                     if conn.poll(5):
                         conn.recv_bytes()
@@ -305,7 +325,7 @@ class Samplers:
                 proc.terminate()
                 proc.join(timeout=5)
             conn.close()
-        self.procs, self.conns = [], []
+        self.procs, self.conns, self.hung = [], [], set()
 
     def __enter__(self) -> "Samplers":
         return self

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.tasks import GymTaskFactory
-from rl_core.video import GridClip
+from envs.factory import GymTaskFactory
+from rl_core.eval.video import GridClip
 
 METRICS = ("reward", "ep_length", "success")
 

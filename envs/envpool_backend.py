@@ -1,7 +1,7 @@
 """Training samplers on envpool's C++ LunarLander: one batched ``step`` for all of them (``env=*_envpool``).
 
 envpool steps the whole batch in its own C++ threads, so there are no worker processes and no pipes.
-What differs from the gymnasium samplers (``envs.vector.Samplers``):
+What differs from the gymnasium samplers (``envs.samplers.Samplers``):
 
 - Seeding: envpool seeds env ``i`` once with ``seed + i`` and each episode continues that env's RNG; there are
   no per-episode env seeds, so the episode metrics carry ``seed: None``.
@@ -14,11 +14,13 @@ What differs from the gymnasium samplers (``envs.vector.Samplers``):
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import numpy as np
 
-from envs.vector import StepBuffers
+from envs.factory import GymTaskFactory
+from envs.samplers import StepBuffers
 
 
 class EnvPoolSamplers:
@@ -114,3 +116,39 @@ class EnvPoolSamplers:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class EnvPoolTaskFactory(GymTaskFactory):
+    """LunarLander with envpool's C++ envs for training (``conf/env/lunar_lander_continuous_envpool.yaml``);
+    validation, test and videos stay on gymnasium's env and its fixed seeds. See ``envs/envpool_samplers.py``
+    for what differs.
+
+    Args:
+        envpool_id: the envpool id of the same task.
+        num_threads: envpool's C++ threads; 0 = one per env, up to the cores.
+        (the rest as for :class:`GymTaskFactory`)
+    """
+
+    def __init__(self, env_id: str = "LunarLanderContinuous-v2", envpool_id: str = "LunarLanderContinuous-v2",
+                 num_threads: int = 0, env_kwargs: dict[str, Any] | None = None, success_threshold: float = 0.0,
+                 valid_episodes_per_sampler: int = 3, test_episodes_per_sampler: int = 3) -> None:
+        try:
+            import envpool
+        except ImportError:
+            raise ValueError("envpool_id: the envpool backend needs the envpool package: "
+                             "pip install -c constraints.txt -e '.[envpool]'") from None
+        if envpool_id not in envpool.list_all_envs():
+            close = difflib.get_close_matches(envpool_id, envpool.list_all_envs(), n=3, cutoff=0.6)
+            raise ValueError(f"envpool_id: envpool does not know {envpool_id!r}"
+                             + (f"; did you mean {', '.join(close)}?" if close else ""))
+        if num_threads < 0:
+            raise ValueError(f"num_threads: must be >= 0, got {num_threads}")
+        if env_kwargs:
+            raise ValueError("env_kwargs: the envpool backend takes no gymnasium env kwargs")
+        super().__init__(env_id, env_kwargs, success_threshold, valid_episodes_per_sampler, test_episodes_per_sampler)
+        self.envpool_id, self.num_threads = envpool_id, num_threads
+
+    def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",
+                       timeout_s: float = 30.0) -> Any:
+        """All training envs in one envpool batch (``num_workers`` does not apply: envpool has its own threads)."""
+        return EnvPoolSamplers(self.envpool_id, num_samplers, run_seed, self.num_threads, self.success_threshold)

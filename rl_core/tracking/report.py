@@ -21,6 +21,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rl_core.markers import DONE, FAILED, read_marker
+
 log = logging.getLogger(__name__)
 
 # Overrides that do not change the experiment: jobs differing only in these are one group.
@@ -68,6 +70,10 @@ def _read_valid(path: Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+class SweepJobsFailed(RuntimeError):
+    """The report was written, but jobs of the sweep failed: ``mode=report`` exits non-zero."""
+
+
 def read_job(path: Path) -> JobRecord:
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
@@ -79,12 +85,11 @@ def read_job(path: Path) -> JobRecord:
         seed = OmegaConf.load(path / "config.yaml").get("seed")
     curve = [(int(e["training_steps"]), float(e["reward"]), float(e.get("wall_s", math.nan)))
              for e in _read_valid(path / "valid.json")]
-    if (path / "DONE").is_file():
-        done = json.loads((path / "DONE").read_text())
+    done, failed = read_marker(path, DONE), read_marker(path, FAILED)
+    if done is not None:
         return JobRecord(path.name, path, overrides, seed, "finished", final_reward=done.get("reward"), curve=curve)
-    if (path / "FAILED").is_file():
-        error = json.loads((path / "FAILED").read_text()).get("error")
-        return JobRecord(path.name, path, overrides, seed, "failed", error=error, curve=curve)
+    if failed is not None:
+        return JobRecord(path.name, path, overrides, seed, "failed", error=failed.get("error"), curve=curve)
     return JobRecord(path.name, path, overrides, seed, "unfinished", curve=curve)
 
 
@@ -239,7 +244,7 @@ def write_report(sweep_dir: Path, threshold: float = 200.0, logger: Any = None,
         writer.writeheader()
         writer.writerows(rows)
     if logger is not None:
-        from rl_core.loggers import RunInfo
+        from rl_core.tracking.loggers import RunInfo
 
         logger.open(RunInfo(sweep_dir, "report", group_name or str(sweep_dir), "report"))
         try:

@@ -12,13 +12,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from envs.tasks import GymTaskFactory
+from envs.factory import GymTaskFactory
 from rl_core.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from rl_core.evaluation import fixed_tasks, play_tasks, summarize
-from rl_core.loggers import Logger, RunInfo
+from rl_core.eval.evaluation import fixed_tasks, play_tasks, summarize
+from rl_core.tracking.loggers import Logger, RunInfo
 from rl_core.machine import Machine
-from rl_core.selection import TestSelection
-from rl_core.video import GridClip
+from rl_core.eval.selection import TestSelection
+from rl_core.eval.video import GridClip
 
 log = logging.getLogger(__name__)
 

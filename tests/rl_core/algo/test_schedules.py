@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rl_core.schedules import EnvStepLR, LinearDecay
+from rl_core.algo.schedules import EnvStepLR, LinearDecay
 
 
 def test_linear_decay_over_env_steps():

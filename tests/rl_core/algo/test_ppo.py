@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.actor_critic import MemorylessActorCritic
-from rl_core.ppo import PPOLoss
+from rl_core.algo.ppo import PPOLoss
 
 
 class FixedModel(MemorylessActorCritic):

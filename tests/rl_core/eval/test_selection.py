@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rl_core.selection import TestSelection
+from rl_core.eval.selection import TestSelection
 
 # the reference's checkpoints: every 208k steps (13 rollouts of 16k) and the end
 FOUND = [(s, Path(f"ckpt_{s:010d}.pt")) for s in (208000, 416000, 624000, 832000, 1040000, 1200000)]

@@ -1,19 +1,70 @@
-"""The PPO loss and the update loop over one rollout."""
+"""PPO on one rollout, top to bottom: returns and advantages, the clipped loss, the update loop.
+
+Shapes: ``T`` steps × ``N`` samplers; ``B`` steps of a minibatch; ``K`` log-prob entries per step.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from rl_core.returns import compute_returns, normalize
-from rl_core.storage import RolloutStorage
+from rl_core.algo.storage import RolloutStorage
 
-log = logging.getLogger(__name__)
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def compute_returns(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    use_gae: bool = False,
+    gae_lambda: float = 0.95,
+    bootstrap_truncation: bool = False,
+) -> torch.Tensor:
+    """Discounted returns ``[T, N]``, bootstrapped with ``values[T]`` at the rollout's end.
+
+    Args:
+        rewards: ``[T, N]`` reward of step ``t``.
+        values: ``[T + 1, N]`` V(obs_t); ``values[T]`` is V of the observation after the rollout.
+        terminated: ``[T, N]`` 1.0 where the episode ended in a terminal state at step ``t``.
+        truncated: ``[T, N]`` 1.0 where it hit the time limit at step ``t``.
+        final_values: ``[T, N]`` V(final observation) of truncated episodes (read only where truncated).
+        gamma: discount.
+        use_gae: GAE(λ) instead of Monte Carlo returns (the reference: Monte Carlo).
+        gae_lambda: λ of GAE.
+        bootstrap_truncation: bootstrap a truncated episode with V(final obs); the reference
+            (False) treats the time limit as terminal.
+    """
+    T = rewards.shape[0]
+    done = torch.maximum(terminated, truncated)
+    # What follows step t inside the same episode, and the value to bootstrap with where it ended.
+    continues = 1.0 - done
+    cut_bootstrap = truncated * (1.0 - terminated) * final_values if bootstrap_truncation else torch.zeros_like(rewards)
+    returns = torch.empty_like(rewards)
+    if use_gae:
+        gae = torch.zeros_like(rewards[0])
+        for t in reversed(range(T)):
+            next_value = continues[t] * values[t + 1] + cut_bootstrap[t]
+            delta = rewards[t] + gamma * next_value - values[t]
+            gae = delta + gamma * gae_lambda * continues[t] * gae
+            returns[t] = gae + values[t]
+        return returns
+    running = values[T]
+    for t in reversed(range(T)):
+        running = rewards[t] + gamma * (continues[t] * running + cut_bootstrap[t])
+        returns[t] = running
+    return returns
+
+
+def normalize(advantages: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """(A − mean) / (std + eps) over the whole rollout, as the reference does once per rollout."""
+    return (advantages - advantages.mean()) / (advantages.std() + eps)
 
 
 class PPOLoss:
@@ -63,43 +114,6 @@ class PPOLoss:
         total = self.value_loss_coef * value_loss + action_loss - self.entropy_coef * entropy
         return total, {"ppo_total": total.detach(), "value": value_loss.detach(),
                        "action": action_loss.detach(), "entropy": entropy.detach()}
-
-
-class CompiledLoss:
-    """``loss`` through ``torch.compile``: inductor fuses the forward, the loss terms and their backward
-    into C++ kernels, one graph per minibatch shape (``dynamic=False``: the shapes of a run are fixed).
-
-    The first call of each shape also runs a backward, so that a compile failure of either graph (no C++
-    compiler, an unsupported platform) shows there; it then warns once and the run goes on in eager mode.
-    Shapes differ within a run when ``num_mini_batch`` does not divide the samplers.
-    """
-
-    def __init__(self, loss: PPOLoss) -> None:
-        self.eager = loss
-        self.compiled: LossFn | None = torch.compile(loss, dynamic=False)
-        self.checked: set[tuple[tuple[int, ...], ...]] = set()  # batch shapes whose graphs compiled
-
-    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.compiled is None:
-            return self.eager(model, batch)
-        shapes = tuple(tuple(v.shape) for v in batch.values())
-        if shapes in self.checked:
-            return self.compiled(model, batch)
-        try:
-            # A trial forward and backward compiles both graphs now. The trial's graph is freed, not
-            # retained for the caller's backward: with torch 2.13 a second backward through a retained
-            # compiled graph gave wrong critic gradients at some shapes (batch 40; 96 and 4,096 were right).
-            trial, _ = self.compiled(model, batch)
-            torch.autograd.grad(trial, [p for p in model.parameters() if p.requires_grad])
-            total, info = self.compiled(model, batch)
-        except Exception as e:  # noqa: BLE001 - any compiler failure: inductor raises many kinds
-            first_line = (str(e).strip().splitlines() or [""])[0]
-            log.warning("machine.compile: torch.compile failed (%s: %s); training goes on in eager mode",
-                        type(e).__name__, first_line)
-            self.compiled = None
-            return self.eager(model, batch)
-        self.checked.add(shapes)
-        return total, info
 
 
 def prepare_advantages(storage: RolloutStorage, loss: PPOLoss, gamma: float, use_gae: bool,

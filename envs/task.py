@@ -1,4 +1,4 @@
-"""Task samplers over gymnasium envs, with the reference's seeding and episode metrics.
+"""One gymnasium env and its tasks (episodes), with the reference's seeding and episode metrics.
 
 A *task* is one episode. A :class:`GymTaskSampler` owns one env and hands out tasks:
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -150,102 +150,10 @@ class GymTaskSampler:
         self.env.close()
 
 
-class GymTaskFactory:
-    """Builds the task samplers of one gymnasium env for every mode (``conf/env/*.yaml``).
+class TaskSource(Protocol):
+    """What builds samplers (``envs.factory.GymTaskFactory``), as the sampler groups see it."""
 
-    Args:
-        env_id: gymnasium id; deprecated versions map to the newest (``-v2`` → ``-v3``).
-        env_kwargs: extra ``gym.make`` arguments, e.g. ``{gravity: -9.0}``.
-        success_threshold: an episode succeeds when its undiscounted return is strictly above this.
-        valid_episodes_per_sampler: fixed-seed episodes each valid sampler plays (reference: 3).
-        test_episodes_per_sampler: the same for test samplers (reference: 3).
-    """
+    observation_space: gym.spaces.Space
+    action_space: gym.spaces.Space
 
-    def __init__(
-        self,
-        env_id: str = "LunarLanderContinuous-v2",
-        env_kwargs: dict[str, Any] | None = None,
-        success_threshold: float = 0.0,
-        valid_episodes_per_sampler: int = 3,
-        test_episodes_per_sampler: int = 3,
-    ) -> None:
-        for key, value in (("valid_episodes_per_sampler", valid_episodes_per_sampler),
-                           ("test_episodes_per_sampler", test_episodes_per_sampler)):
-            if value < 1:
-                raise ValueError(f"{key}: must be >= 1, got {value}")
-        self.env_id = resolve_env_id(env_id)
-        self.env_kwargs = dict(env_kwargs or {})
-        self.success_threshold = float(success_threshold)
-        self.episodes_per_sampler = {"valid": valid_episodes_per_sampler, "test": test_episodes_per_sampler}
-        probe = gym.make(self.env_id, **self.env_kwargs)
-        self.observation_space = probe.observation_space
-        self.action_space = probe.action_space
-        probe.close()
-
-    def task_seeds(self, mode: str, index: int) -> list[int] | None:
-        """Fixed env seeds of sampler ``index`` in ``mode`` (``None`` for train)."""
-        if mode == "train":
-            return None
-        k = self.episodes_per_sampler[mode]
-        return list(range(k * index, k * index + k))
-
-    def make_fixed(self, seeds: list[int], render: bool = False) -> GymTaskSampler:
-        """A sampler that plays exactly the episodes with env ``seeds``, in order."""
-        return GymTaskSampler(self.env_id, self.env_kwargs, self.success_threshold, seed=None,
-                              task_seeds=list(seeds), render=render)
-
-    def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn") -> Any:
-        """The training samplers: gymnasium envs in this process and ``num_workers`` worker processes."""
-        from envs.vector import Samplers
-
-        return Samplers(self, "train", num_samplers, num_workers, run_seed, start_method)
-
-    def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler:
-        """Sampler ``index`` of ``mode``; its RNG is seeded from ``(run_seed, index)``."""
-        if mode not in MODES:
-            raise ValueError(f"mode: must be one of {MODES}, got {mode!r}")
-        return GymTaskSampler(
-            self.env_id,
-            self.env_kwargs,
-            self.success_threshold,
-            seed=np.random.SeedSequence([run_seed, index]).generate_state(1)[0].item(),
-            task_seeds=self.task_seeds(mode, index),
-            render=render,
-        )
-
-
-class EnvPoolTaskFactory(GymTaskFactory):
-    """LunarLander with envpool's C++ envs for training (``conf/env/lunar_lander_continuous_envpool.yaml``);
-    validation, test and videos stay on gymnasium's env and its fixed seeds. See ``envs/envpool_samplers.py``
-    for what differs.
-
-    Args:
-        envpool_id: the envpool id of the same task.
-        num_threads: envpool's C++ threads; 0 = one per env, up to the cores.
-        (the rest as for :class:`GymTaskFactory`)
-    """
-
-    def __init__(self, env_id: str = "LunarLanderContinuous-v2", envpool_id: str = "LunarLanderContinuous-v2",
-                 num_threads: int = 0, env_kwargs: dict[str, Any] | None = None, success_threshold: float = 0.0,
-                 valid_episodes_per_sampler: int = 3, test_episodes_per_sampler: int = 3) -> None:
-        try:
-            import envpool
-        except ImportError:
-            raise ValueError("envpool_id: the envpool backend needs the envpool package: "
-                             "pip install -c constraints.txt -e '.[envpool]'") from None
-        if envpool_id not in envpool.list_all_envs():
-            close = difflib.get_close_matches(envpool_id, envpool.list_all_envs(), n=3, cutoff=0.6)
-            raise ValueError(f"envpool_id: envpool does not know {envpool_id!r}"
-                             + (f"; did you mean {', '.join(close)}?" if close else ""))
-        if num_threads < 0:
-            raise ValueError(f"num_threads: must be >= 0, got {num_threads}")
-        if env_kwargs:
-            raise ValueError("env_kwargs: the envpool backend takes no gymnasium env kwargs")
-        super().__init__(env_id, env_kwargs, success_threshold, valid_episodes_per_sampler, test_episodes_per_sampler)
-        self.envpool_id, self.num_threads = envpool_id, num_threads
-
-    def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn") -> Any:
-        """All training envs in one envpool batch (``num_workers`` does not apply: envpool has its own threads)."""
-        from envs.envpool_samplers import EnvPoolSamplers
-
-        return EnvPoolSamplers(self.envpool_id, num_samplers, run_seed, self.num_threads, self.success_threshold)
+    def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler: ...

@@ -1,6 +1,6 @@
 import torch
 
-from rl_core.storage import RolloutStorage
+from rl_core.algo.storage import RolloutStorage
 
 
 def _storage():

@@ -1,0 +1,74 @@
+"""The env group's class (``conf/env/*.yaml``): builds the task samplers of one gymnasium env for every mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.samplers import Samplers
+from envs.task import MODES, GymTaskSampler, resolve_env_id
+
+
+class GymTaskFactory:
+    """Builds the task samplers of one gymnasium env for every mode (``conf/env/*.yaml``).
+
+    Args:
+        env_id: gymnasium id; deprecated versions map to the newest (``-v2`` → ``-v3``).
+        env_kwargs: extra ``gym.make`` arguments, e.g. ``{gravity: -9.0}``.
+        success_threshold: an episode succeeds when its undiscounted return is strictly above this.
+        valid_episodes_per_sampler: fixed-seed episodes each valid sampler plays (reference: 3).
+        test_episodes_per_sampler: the same for test samplers (reference: 3).
+    """
+
+    def __init__(
+        self,
+        env_id: str = "LunarLanderContinuous-v2",
+        env_kwargs: dict[str, Any] | None = None,
+        success_threshold: float = 0.0,
+        valid_episodes_per_sampler: int = 3,
+        test_episodes_per_sampler: int = 3,
+    ) -> None:
+        for key, value in (("valid_episodes_per_sampler", valid_episodes_per_sampler),
+                           ("test_episodes_per_sampler", test_episodes_per_sampler)):
+            if value < 1:
+                raise ValueError(f"{key}: must be >= 1, got {value}")
+        self.env_id = resolve_env_id(env_id)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.success_threshold = float(success_threshold)
+        self.episodes_per_sampler = {"valid": valid_episodes_per_sampler, "test": test_episodes_per_sampler}
+        probe = gym.make(self.env_id, **self.env_kwargs)
+        self.observation_space = probe.observation_space
+        self.action_space = probe.action_space
+        probe.close()
+
+    def task_seeds(self, mode: str, index: int) -> list[int] | None:
+        """Fixed env seeds of sampler ``index`` in ``mode`` (``None`` for train)."""
+        if mode == "train":
+            return None
+        k = self.episodes_per_sampler[mode]
+        return list(range(k * index, k * index + k))
+
+    def make_fixed(self, seeds: list[int], render: bool = False) -> GymTaskSampler:
+        """A sampler that plays exactly the episodes with env ``seeds``, in order."""
+        return GymTaskSampler(self.env_id, self.env_kwargs, self.success_threshold, seed=None,
+                              task_seeds=list(seeds), render=render)
+
+    def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",
+                       timeout_s: float = 30.0) -> Any:
+        """The training samplers: gymnasium envs in this process and ``num_workers`` worker processes."""
+        return Samplers(self, "train", num_samplers, num_workers, run_seed, start_method, timeout_s=timeout_s)
+
+    def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler:
+        """Sampler ``index`` of ``mode``; its RNG is seeded from ``(run_seed, index)``."""
+        if mode not in MODES:
+            raise ValueError(f"mode: must be one of {MODES}, got {mode!r}")
+        return GymTaskSampler(
+            self.env_id,
+            self.env_kwargs,
+            self.success_threshold,
+            seed=np.random.SeedSequence([run_seed, index]).generate_state(1)[0].item(),
+            task_seeds=self.task_seeds(mode, index),
+            render=render,
+        )

@@ -1,0 +1,1 @@
+"""Deterministic evaluation on fixed env seeds: validation episodes, test mode, checkpoint selection, videos."""

@@ -1,0 +1,217 @@
+"""What ``launch.py`` runs: train, test and report mode on a composed config, and a run's life around them
+(resume or requeue, job markers, the garbage collector during start-up)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from rl_core.config_check import ConfigError, check_config
+from rl_core.markers import FAILED, PREEMPTED, clear_markers
+from rl_core.run_dir import check_free, claim_for_training, own_it
+from rl_core.run_config import (GROUPS, TEST_MAY_CHANGE, check_top_level, config_for_resume, config_for_test,
+                                instantiate)
+from rl_core.saved_config import load_saved_config, saved_config, trusted_names
+
+log = logging.getLogger("launch")
+CODE_DIR = Path(__file__).resolve().parents[1]
+
+
+def is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_output_dir() -> Path:
+    """This job's folder, as Hydra resolved it (``hydra.run.dir`` or the sweep's job dir)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def job_identity() -> tuple[str | None, str]:
+    """(group, name) for the loggers: a sweep's jobs share its dir as group; the name adds the overrides."""
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        group = str(hc.sweep.dir)
+        return group, f"{group}/{hc.job.override_dirname or hc.job.num}"
+    return None, str(hc.runtime.output_dir)
+
+
+def should_resume(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether this job continues from its dir: asked for (resume=true), or requeued by SLURM after a
+    preemption or time limit (the PREEMPTED marker, or SLURM_RESTART_COUNT with a checkpoint present).
+    A sweep resumed with resume=true starts the jobs that never saved a checkpoint from scratch."""
+    from rl_core.checkpoint import list_checkpoints
+
+    has_ckpt = bool(list_checkpoints(run_dir))
+    requeued = (run_dir / PREEMPTED).is_file() or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    if requeued and has_ckpt:
+        log.info("requeued job: resuming %s from its newest checkpoint", run_dir)
+        return True
+    if cfg.resume and is_multirun() and not has_ckpt:
+        log.info("resume=true: %s has no checkpoint yet; this job starts from scratch", run_dir)
+        return False
+    return bool(cfg.resume)
+
+
+def start_gc() -> None:
+    """Freeze the start-up's objects and turn the garbage collector back on, if ``launch.py`` turned it off.
+
+    Start-up (torch, dynamo, Hydra, the run's objects) makes hundreds of thousands of long-lived objects;
+    with the collector on, Python walks them again and again as they come and once more at exit. Frozen,
+    no later collection walks them (docs/design.md, "Start-up and exit"). A no-op when the collector is on
+    (a sweep, or a caller that never turned it off).
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def interrupted_message(cfg: DictConfig) -> str:
+    """What a user who quit at once needs to know: what was saved, and how to go on."""
+    from rl_core.checkpoint import list_checkpoints
+
+    if cfg.mode != "train":
+        return f"interrupted: {cfg.mode} mode stopped"
+    run_dir = job_output_dir()
+    found = list_checkpoints(run_dir)
+    if not found:
+        return f"interrupted: quit at once; no checkpoint was saved in {run_dir}"
+    steps, path = found[-1]
+    return (f"interrupted: quit at once; the steps after {path.name} ({steps:,} env steps) were not saved; "
+            f"resume=true run_dir={run_dir} continues from there")
+
+
+def _new_folder(path: Path) -> Path:
+    """``path`` created new (``path-2``, ``-3``, ... when it exists): two commands never share a folder."""
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"cannot make a new folder beside {path}")
+
+
+def _build_model(cfg: DictConfig, factory: object) -> object:
+    return instantiate(cfg, "model", obs_dim=int(factory.observation_space.shape[0]),
+                       action_dim=int(factory.action_space.shape[0]))
+
+
+def train(cfg: DictConfig) -> float:
+    """Build everything from ``cfg`` and train; returns the final validation mean reward."""
+    import gymnasium as gym
+    import torch
+
+    from rl_core.tracking.console import print_config_tree
+    from rl_core.tracking.provenance import save_provenance
+    from rl_core.trainer import Trainer
+
+    composed = cfg.copy()
+    check_top_level(cfg)
+    run_dir = job_output_dir()
+    cfg.resume = should_resume(cfg, run_dir)
+    check_free(run_dir, cfg.resume, cfg.overwrite)  # before any work; claimed (and checked again) once built
+    if cfg.resume:
+        cfg = config_for_resume(cfg, run_dir)
+    check_config(cfg, GROUPS)
+    print_config_tree(cfg)
+    group, name = job_identity()
+    torch.manual_seed(cfg.seed)  # model init
+    factory = instantiate(cfg, "env")
+    if not isinstance(factory.action_space, gym.spaces.Box):
+        raise ConfigError(f"env.env_id: {factory.env_id} has action space {factory.action_space}; "
+                          f"{cfg.model._target_} needs a continuous (Box) one")
+    trainer = Trainer(
+        run_dir=run_dir, task_factory=factory, model=_build_model(cfg, factory), loss=instantiate(cfg, "algo"),
+        pipeline=instantiate(cfg, "pipeline"), machine=instantiate(cfg, "machine"),
+        logger=instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
+        resume=cfg.resume, init_weights=cfg.checkpoint, group=group, name=name,
+    )
+    claim_for_training(run_dir, composed, cfg.resume, cfg.overwrite)
+    clear_markers(run_dir, FAILED, PREEMPTED)
+    save_provenance(run_dir, cfg, CODE_DIR)
+    log.info("run dir: %s", run_dir)
+    start_gc()
+    result = trainer.train()
+    log.info("done: %d env steps; final valid reward %.1f, success %.2f; outputs in %s",
+             trainer.state.total_steps, result["reward"], result["success"], run_dir)
+    return result["reward"]
+
+
+def test(cfg: DictConfig) -> float:
+    """Evaluate checkpoints of a training run; returns the last tested checkpoint's mean reward."""
+    from rl_core.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from rl_core.eval.tester import Tester
+    from rl_core.tracking.loggers import RunInfo
+
+    check_top_level(cfg)
+    ckpt_file = Path(cfg.checkpoint) if cfg.checkpoint else None
+    run_dir = ckpt_file.parent.parent if ckpt_file else Path(cfg.run_dir)
+    if ckpt_file is not None and not ckpt_file.is_file():
+        what = "is a folder, not a checkpoint file" if ckpt_file.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {ckpt_file} {what}")
+    if ckpt_file is None and not run_dir.is_dir():
+        raise ConfigError(f"run_dir: {run_dir} does not exist")
+    found = [(0, ckpt_file)] if ckpt_file else list_checkpoints(run_dir)
+    if not found:
+        raise ConfigError(f"run_dir: no checkpoints in {run_dir / 'checkpoints'} "
+                          "(test mode looks for the ckpt_<env steps>.pt files that training writes)")
+    if (run_dir / "config.yaml").is_file():
+        run_cfg = load_saved_config(run_dir / "config.yaml", trusted_names(cfg))
+    elif ckpt_file is not None:
+        run_cfg = saved_config(load_checkpoint(ckpt_file).get("config"), ckpt_file, trusted_names(cfg))
+    else:
+        raise ConfigError(f"run_dir: {run_dir} holds no config.yaml of a training run; "
+                          "give the folder a training run wrote, or checkpoint=FILE")
+    run_cfg = config_for_test(cfg, run_cfg, list(HydraConfig.get().overrides.task))
+    check_config(run_cfg, TEST_MAY_CHANGE + ("test",))
+    selection = instantiate(run_cfg, "test")
+    try:
+        chosen = selection.choose(found)
+    except ValueError as e:
+        raise ConfigError(f"test.{e}") from None
+    factory = instantiate(run_cfg, "env")
+    model = _build_model(run_cfg, factory)
+    out_dir = _new_folder(run_dir / "test" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    own_it(out_dir, cfg)
+    log.info("testing %d of %d checkpoint(s) of %s into %s", len(chosen), len(found), run_dir, out_dir)
+    start_gc()
+    run_info = RunInfo(out_dir, "test", name=str(out_dir), config=OmegaConf.to_container(run_cfg, resolve=True))
+    results, failures = Tester(out_dir, factory, model, instantiate(run_cfg, "machine"), selection,
+                               instantiate(run_cfg, "logger"), int(run_cfg.seed), run_info).run(chosen)
+    if failures:
+        raise CheckpointError(f"{len(failures)} of {len(chosen)} checkpoint(s) could not be tested "
+                              f"(named above); results of the others are in {out_dir / 'test.json'}")
+    return results[-1]["reward"]
+
+
+def report(cfg: DictConfig) -> float | None:
+    """Write the sweep report of ``sweep_dir``; returns the best group's mean final reward."""
+    from rl_core.tracking.report import SweepJobsFailed, print_report, read_sweep, report_logger, write_report
+
+    start_gc()
+    check_top_level(cfg)
+    sweep_dir = Path(cfg.sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir: {sweep_dir} does not exist")
+    if not read_sweep(sweep_dir):
+        raise ConfigError(f"sweep_dir: {sweep_dir} holds no jobs of a multirun (folders with .hydra/overrides.yaml)")
+    own_it(sweep_dir)
+    result = write_report(sweep_dir, float(cfg.solved_reward), report_logger(cfg), str(sweep_dir))
+    print_report(result, sweep_dir)
+    failed = [j for j in result["problems"] if j.status == "failed"]
+    if failed:
+        raise SweepJobsFailed(f"{len(failed)} job(s) of {sweep_dir} failed ({', '.join(j.num for j in failed)}; "
+                              f"listed above and in {sweep_dir / 'report.md'})")
+    means = [r["mean"] for r in result["rows"] if r["seeds"]]
+    return max(means) if means else None
+
+
+MODE_FUNCTIONS = {"train": train, "test": test, "report": report}
