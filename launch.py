@@ -23,14 +23,17 @@ import signal
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 import hydra
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
 from rl_core.markers import FAILED, PREEMPTED, write_marker
-from rl_core.run_config import register_resolvers
+from rl_core.run_config import check_yaml_files, register_resolvers
 
 log = logging.getLogger("launch")
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 # conf/hydra/launcher/submitit_*.yaml are checked against the plugin's schema of the same name, which is
 # what we want (a mistyped key fails); Hydra warns that this matching is deprecated.
 warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema", category=UserWarning)
@@ -61,16 +64,18 @@ def main(cfg: DictConfig) -> float | None:
             e.handler(e.signum, None)  # e.g. submitit's: requeue this job (it resumes from the checkpoint)
         sys.exit(3)  # stops a local sweep too: Ctrl-C means stop, not "next job"
     except Exception as e:
+        code = next((c for kind, c in one_line_errors.items() if isinstance(e, kind)), None)
         if is_multirun():
-            log.error("job failed: %s: %s", type(e).__name__, e, exc_info=not isinstance(e, ConfigError))
+            log.error("job failed: %s: %s", type(e).__name__, e, exc_info=code is None)
             if cfg.mode == "train" and not isinstance(e, RunDirTaken):  # the job's dir is the sweep's own
                 own_it(job_output_dir(), cfg)
                 write_marker(job_output_dir(), FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0],
                              traceback=traceback.format_exc())
             if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
                 sys.exit(1)  # so SLURM records the job as FAILED, not COMPLETED; the launcher then fails too
+            if code is not None:  # the sweep goes on; at its end Hydra prints this one line and exits 1
+                raise CompactHydraException(f"a job of the sweep failed: {e}") from None
             raise  # the launcher records the failed job, the sweep goes on, and its exit status says so
-        code = next((c for kind, c in one_line_errors.items() if isinstance(e, kind)), None)
         if code is None:
             raise
         log.error("error: %s", e)
@@ -80,6 +85,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if broken := check_yaml_files(CONF_DIR):
+        print(f"error: {broken}", file=sys.stderr)
+        sys.exit(2)
     if not {"-m", "--multirun"} & set(sys.argv):  # a sweep's launcher process may wait for hours: left as it is
         gc.disable()  # until the run's objects are built: rl_core.modes.start_gc
     try:

@@ -88,6 +88,9 @@ def _alive(pid: int) -> bool:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with ``weights_only=True`` (no arbitrary code); a bad file raises ``CheckpointError`` naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give one file from a run's checkpoints/ "
+                              "(ckpt_<env steps>.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:

@@ -155,8 +155,7 @@ def test(cfg: DictConfig) -> float:
     ckpt_file = Path(cfg.checkpoint) if cfg.checkpoint else None
     run_dir = ckpt_file.parent.parent if ckpt_file else Path(cfg.run_dir)
     if ckpt_file is not None and not ckpt_file.is_file():
-        what = "is a folder, not a checkpoint file" if ckpt_file.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {ckpt_file} {what}")
+        load_checkpoint(ckpt_file)  # raises, naming what is wrong
     if ckpt_file is None and not run_dir.is_dir():
         raise ConfigError(f"run_dir: {run_dir} does not exist")
     found = [(0, ckpt_file)] if ckpt_file else list_checkpoints(run_dir)

@@ -7,11 +7,14 @@ import atexit
 import logging
 import os
 import re
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rl_core.config_check import ConfigError
@@ -31,16 +34,28 @@ TEST_MAY_CHANGE = ("env", "model", "machine", "logger")
 
 # -- Hydra resolvers (conf/config.yaml, conf/hydra/launcher/*.yaml) -------------------------------------------
 
-def job_dir(mode: str, run_dir: str) -> str:
+def job_dir(mode: str, run_dir: str, hydra_mode: str = "RUN") -> str:
     """Hydra's job dir: the run itself when training. Test and report mode make their own folders once their
     checks pass, so that a refused command creates none; Hydra gets an empty scratch folder, removed at exit."""
     if mode not in ("test", "report"):
+        if "MULTIRUN" not in str(hydra_mode):  # a sweep's jobs go to the sweep dir, not here
+            _make_run_dir(run_dir)
         return run_dir
     scratch = Path(tempfile.gettempdir()) / f"rl-launcher-{os.getpid()}"
     if scratch not in _SCRATCH:
         _SCRATCH.add(scratch)
         atexit.register(lambda: scratch.rmdir() if scratch.is_dir() and not any(scratch.iterdir()) else None)
     return str(scratch)
+
+
+def _make_run_dir(run_dir: str) -> None:
+    """Make ``run_dir`` now, or stop in one line when it cannot be made: Hydra makes it next, before any of
+    this project's code runs, and would fail with a traceback."""
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: run_dir: cannot create {run_dir} ({e.strerror or e})", file=sys.stderr)
+        sys.exit(2)
 
 
 def parallel_jobs(cores_per_job: int) -> int:
@@ -59,6 +74,33 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("job_dir", job_dir, replace=True)
     OmegaConf.register_new_resolver("job_cores", job_cores, replace=True)
     OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs, replace=True)
+
+
+class LauncherCheck(Callback):
+    """Hydra callback: a SLURM sweep on a machine without SLURM stops at once, in one line."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
+        if target.endswith("SlurmLauncher") and not (shutil.which("srun") and shutil.which("sbatch")):
+            # an exception here would only be a warning: Hydra carries on with callbacks' errors
+            print("error: hydra/launcher=submitit_slurm: this machine has no SLURM (srun and sbatch are not on "
+                  "PATH); hydra/launcher=submitit_local runs the same sweep as local processes", file=sys.stderr)
+            sys.exit(2)
+
+
+def check_yaml_files(conf_dir: Path) -> str | None:
+    """The first YAML syntax error under ``conf_dir`` as one line (file, line, problem), or None. Hydra would
+    report it as a parser traceback, and only once the broken file is composed."""
+    import yaml
+
+    for path in sorted(conf_dir.rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            return f"{path}{where}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}"
+    return None
 
 
 # -- checks and saved configs ---------------------------------------------------------------------------------
@@ -142,6 +184,24 @@ def config_for_test(cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) 
     return run_cfg
 
 
+def _key_path(cfg: DictConfig, full_key: str) -> str:
+    """Hydra's ``full_key`` as the user writes it: ``pipeline.stages0.max_stage_steps`` -> ``pipeline.stages[0]...``
+    (Hydra joins a list's name and an index without a separator)."""
+    node: Any = cfg
+    parts: list[str] = []
+    for part in full_key.split("."):
+        listed = re.fullmatch(r"(\w+?)(\d+)", part)
+        if isinstance(node, DictConfig) and part not in node and listed and OmegaConf.is_list(node.get(listed[1])):
+            name, index = listed[1], int(listed[2])
+            parts.append(f"{name}[{index}]")
+            items = node[name]
+            node = items[index] if index < len(items) else None
+        else:
+            parts.append(part)
+            node = node.get(part) if isinstance(node, DictConfig) else None
+    return ".".join(parts).replace(".[", "[")
+
+
 def instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` of one group; a constructor's ValueError becomes a ConfigError naming the key."""
     from hydra.errors import InstantiationException
@@ -153,7 +213,7 @@ def instantiate(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
         while cause.__cause__ is not None:
             cause = cause.__cause__
         full_key = re.search(r"full_key: (\S+)", str(e))
-        where = full_key.group(1) if full_key else group
+        where = _key_path(cfg, full_key.group(1)) if full_key else group
         if isinstance(cause, ValueError):
             raise ConfigError(f"{where}.{cause}" if re.match(r"^\w+: ", str(cause)) else f"{where}: {cause}") from None
         raise ConfigError(f"{where}: {type(cause).__name__}: {cause}") from None

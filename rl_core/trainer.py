@@ -154,8 +154,14 @@ class Trainer:
                 raise ConfigError(f"pipeline.stages[{i}]: num_mini_batch={mb} exceeds machine.num_samplers="
                                  f"{machine.num_samplers}; minibatches split the rollout by sampler")
         self.update_loss = CompiledLoss(loss) if machine.compile else loss
-        self.optimizer = pipeline.optimizer(self.model.parameters())
-        self.scheduler = pipeline.lr_scheduler(self.optimizer) if pipeline.lr_scheduler else None
+        try:  # a value the library rejects (lr < 0): one line naming the key
+            self.optimizer = pipeline.optimizer(self.model.parameters())
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"pipeline.optimizer: {e}") from None
+        try:
+            self.scheduler = pipeline.lr_scheduler(self.optimizer) if pipeline.lr_scheduler else None
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"pipeline.lr_scheduler: {e}") from None
         if isinstance(self.scheduler, EnvStepLR):
             for fn in self.scheduler.lr_lambdas:
                 if isinstance(fn, LinearDecay) and fn.steps is None:

@@ -31,7 +31,11 @@ def _assert_one_line_error(proc, *fragments):
     (["pipeline.num_mini_batch=9"], ["pipeline.stages[0]: num_mini_batch=9 exceeds machine.num_samplers=4"]),
     (["pipeline.stages.0.loss_names=[a2c]"], ["pipeline.stages[0].loss_names: unknown loss ['a2c']"]),
     (["pipeline.save_interval=0"], ["pipeline.save_interval: must be > 0, got 0"]),
-    (["pipeline.stages.0.max_stage_steps=-5"], ["max_stage_steps: must be > 0, got -5"]),
+    (["pipeline.stages.0.max_stage_steps=-5"], ["pipeline.stages[0].max_stage_steps: must be > 0, got -5"]),
+    (["pipeline.optimizer.lr=-1e-3"], ["pipeline.optimizer: Invalid learning rate: -0.001"]),
+    (["checkpoint=/tmp"], ["checkpoint /tmp is a folder; give one file from a run's checkpoints/"]),
+    (["trusted_targets=[1]"], ["trusted_targets: expected a list of module prefixes"]),
+    (["machine.worker_timeout_s=0"], ["machine.worker_timeout_s: must be > 0, got 0"]),
     (["env.env_id=LunarLandrContinuous-v3"], ["env.env_id: gymnasium does not know", "LunarLanderContinuous-v3"]),
     (["env.env_id=LunarLander-v3"], ["env.env_id: LunarLander-v3 has action space Discrete(4)", "continuous (Box)"]),
     (["mode=play"], ["mode: must be one of train"]),
@@ -138,3 +142,43 @@ def test_resume_keeps_the_runs_sampler_count_whatever_the_command_composes(launc
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ignoring: machine.num_samplers=8 (saved 4)" in proc.stderr
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 1600
+
+
+@pytest.mark.parametrize("run_dir,fragment", [
+    ("/proc/no_such_folder", "error: run_dir: cannot create /proc/no_such_folder (No such file or directory)"),
+    ("/etc/hostname/run", "error: run_dir: cannot create /etc/hostname/run (Not a directory)"),
+])
+def test_a_run_dir_that_cannot_be_made_is_one_line(launch_here, run_dir, fragment):
+    proc = launch_here(*SMOKE, f"run_dir={run_dir}")
+    _assert_one_line_error(proc, fragment)
+    assert proc.returncode == 2
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    from rl_core.run_config import check_yaml_files
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "good.yaml").write_text("# @package _global_\nseed: 1\n")
+    assert check_yaml_files(tmp_path) is None
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\npipeline:\n  num_steps: [1,\n")
+    assert check_yaml_files(tmp_path) == (f"{tmp_path / 'experiment' / 'mine.yaml'}, line 4: expected the node "
+                                          "content, but found '<stream end>'")
+
+
+def test_the_slurm_launcher_without_slurm_is_one_line(launch_here, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun, no sbatch
+    proc = launch_here("--multirun", "hydra/launcher=submitit_slurm", *SMOKE, "seed=1",
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _assert_one_line_error(proc, "hydra/launcher=submitit_slurm: this machine has no SLURM (srun and sbatch are "
+                                 "not on PATH); hydra/launcher=submitit_local runs the same sweep")
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+@pytest.mark.slow
+def test_a_non_integer_seed_in_a_sweep_fails_that_job_in_one_line_and_the_report_lists_it(launch, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = launch("--multirun", *SMOKE, "seed=a,2", f"hydra.sweep.dir={sweep}")
+    _assert_one_line_error(proc, "a job of the sweep failed: seed: expected int, got 'a'")
+    assert json.loads((sweep / "0" / "FAILED").read_text())["error"] == "ConfigError: seed: expected int, got 'a'"
+    assert json.loads((sweep / "1" / "DONE").read_text())["total_steps"] == 1600
+    assert "| 0 | failed | `experiment=smoke seed=a` |" in (sweep / "report.md").read_text()

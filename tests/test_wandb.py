@@ -87,12 +87,14 @@ def test_resumed_job_continues_the_same_wandb_run(tmp_path):
 
 
 def test_wandb_trouble_warns_once_and_training_goes_on(launch, tmp_path):
-    # an API key but no W&B server: the online start fails, the run is recorded offline instead
+    # an API key but no W&B server: the online start fails at once (not after init_timeout_s: 1 hour here),
+    # with one warning, and the run is recorded offline instead
     env = {**_env(tmp_path), "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
     proc = launch(*TINY, f"run_dir={tmp_path / 'run'}", "logger=tb_wandb", "logger.wandb.mode=online",
-                  "logger.wandb.init_timeout_s=5", env=env)
+                  "logger.wandb.init_timeout_s=3600", env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("W&B online start failed") == 1
+    assert "[WARNING] W&B online start failed (server http://127.0.0.1:9 unreachable)" in proc.stderr
     assert json.loads((tmp_path / "run" / "DONE").read_text())["total_steps"] == 4000
     (offline,) = _offline_runs(tmp_path / "run")
     assert any("valid/reward" in h for h in read_offline_run(offline)["history"])

@@ -146,6 +146,10 @@ class WandbLogger:
         self.run = None
 
     def _mode(self) -> str:
+        if self.mode == "online" and not _wandb_reachable():  # else wandb.init waits init_timeout_s for nothing
+            log.warning("W&B online start failed (server %s unreachable); recording offline instead (upload "
+                        "later with `wandb sync`)", os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+            return "offline"
         if self.mode != "auto":
             return self.mode
         if os.environ.get("WANDB_MODE"):

@@ -37,7 +37,7 @@ class JobRecord:
     num: str
     path: Path
     overrides: list[str]
-    seed: int | None
+    seed: int | str | None  # a str only for a job whose seed was not an integer (it failed)
     status: str                          # finished | failed | unfinished
     error: str | None = None
     final_reward: float | None = None
@@ -80,7 +80,8 @@ def read_job(path: Path) -> JobRecord:
     seed = None
     for o in overrides:
         if o.split("=", 1)[0] == "seed":
-            seed = int(o.split("=", 1)[1])
+            value = o.split("=", 1)[1]
+            seed = int(value) if value.lstrip("-").isdigit() else value  # a job with a bad seed failed: listed as is
     if seed is None and (path / "config.yaml").is_file():
         seed = OmegaConf.load(path / "config.yaml").get("seed")
     curve = [(int(e["training_steps"]), float(e["reward"]), float(e.get("wall_s", math.nan)))
@@ -307,7 +308,7 @@ class SweepReport(Callback):
             return
         sweep_dir, config = self.pending
         self.pending = None
-        if not sweep_dir.is_dir():
+        if not sweep_dir.is_dir() or not read_sweep(sweep_dir):  # no job started: nothing to report
             return
         # W&B cannot start its service while the interpreter shuts down: after a failed sweep the report
         # goes to files only, and `mode=report` logs it
