@@ -25,12 +25,17 @@ import traceback
 import warnings
 from pathlib import Path
 
-import hydra
-from hydra.errors import CompactHydraException
-from omegaconf import DictConfig
+# Before torch loads OpenMP: its idle threads spin-wait this long (libgomp's default is 300,000 spins) before
+# they sleep. Shorter, a run beside other busy processes does not lose its cores to spinning threads, and a
+# run alone stays as fast (docs/performance.md, "Beside other work"). An exported value wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "2000")
 
-from rl_core.markers import FAILED, PREEMPTED, write_marker
-from rl_core.run_config import check_yaml_files, register_resolvers
+import hydra  # noqa: E402
+from hydra.errors import CompactHydraException  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from rl_core.markers import FAILED, PREEMPTED, write_marker  # noqa: E402
+from rl_core.run_config import check_yaml_files, register_resolvers  # noqa: E402
 
 log = logging.getLogger("launch")
 CONF_DIR = Path(__file__).resolve().parent / "conf"

@@ -11,6 +11,9 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
 * ``scaling``: training steps/s (fast preset's update schedule) over samplers 1..32 and worker processes;
 * ``solve``: time-to-solve: wall seconds and env steps until a deterministic evaluation over 10 fixed-seed
   episodes (run every ~25k steps) first reaches a mean reward >= 200; median over 3 seeds, per config;
+* ``load``: training steps/s alone and beside two busy processes (a shared machine), for the default and the
+  fast preset's schedules, with libgomp's own spin-wait, with the launcher's shorter one (``GOMP_SPINCOUNT``
+  set by ``launch.py``) and with ``machine.torch_threads=1``;
 * ``sb3``: the same for Stable-Baselines3 PPO with RL Zoo's hyperparameters (``scripts/sb3_solve.py``), side
   by side, when stable-baselines3 is installed (``pip install -e '.[sb3]'``).
 """
@@ -32,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("env", "update", "default", "scaling", "solve", "sb3")
+SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3")
 FAST = ["experiment=lunar_lander_fast"]
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
 SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL,
@@ -163,11 +166,13 @@ def step_matmul_ms(batch: int, repeats: int = 500) -> float:
     return total * 1000
 
 
-def run_process(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
-    """Run ``cmd`` in the repo; (wall seconds, peak RSS in MB of that process, the process). Fails loudly."""
+def run_process(cmd: list[str], env: dict | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
+    """Run ``cmd`` in the repo (``env`` added to the environment, a None value removing that variable); (wall
+    seconds, peak RSS in MB of that process, the process). Fails loudly."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         t0 = time.perf_counter()
-        child = subprocess.Popen(cmd, cwd=ROOT, stdout=out_f, stderr=err_f, text=True)
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=out_f, stderr=err_f, text=True, env=full_env)
         _, status, usage = os.wait4(child.pid, 0)  # this run's own rusage, not the max over earlier runs
         wall = time.perf_counter() - t0
         child.returncode = os.waitstatus_to_exitcode(status)
@@ -179,11 +184,24 @@ def run_process(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess
     return wall, usage.ru_maxrss // 1024, proc
 
 
-def launch(run_dir: Path, overrides: list[str]) -> tuple[float, int, subprocess.CompletedProcess]:
+def launch(run_dir: Path, overrides: list[str], env: dict | None = None) -> tuple[float, int, subprocess.CompletedProcess]:
     """Run launch.py into a fresh ``run_dir``; as :func:`run_process`."""
     if run_dir.exists():
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    return run_process([sys.executable, str(ROOT / "launch.py"), f"run_dir={run_dir}", *overrides])
+    return run_process([sys.executable, str(ROOT / "launch.py"), f"run_dir={run_dir}", *overrides], env)
+
+
+# the load section: (name, overrides) of the schedules, and (name, environment, overrides) of the thread settings
+LOAD_SCHEDULES = (("default", ["pipeline.stages.0.max_stage_steps=96000", "pipeline.metric_accumulate_interval=16000"]),
+                  ("fast preset", FAST + ["pipeline.stages.0.max_stage_steps=65536", "pipeline.save_interval=1000000"]))
+LOAD_SETTINGS = (("libgomp's spin-wait", {"GOMP_SPINCOUNT": "300000"}, []),
+                 ("launcher default", {"GOMP_SPINCOUNT": None}, []),
+                 ("machine.torch_threads=1", {"GOMP_SPINCOUNT": None}, ["machine.torch_threads=1"]))
+
+
+def busy_processes(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that each keep a core busy (a shared machine's other work), until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def solve_record(seed: int, wall: float, evals: list[dict]) -> dict:
@@ -347,6 +365,23 @@ def main() -> None:
                 print(f"scaling: {samplers} samplers, {workers} worker processes: {fps:.0f} training steps/s", flush=True)
         results["scaling_train_steps_per_s"] = table
 
+    if "load" in only:
+        table = {}
+        for busy in (0, 2):
+            for schedule, overrides in LOAD_SCHEDULES:
+                for setting, env, extra in LOAD_SETTINGS:
+                    others = busy_processes(busy)
+                    try:
+                        launch(out / "load", overrides + extra, env)
+                    finally:
+                        for proc in others:
+                            proc.kill()
+                            proc.wait()
+                    key = f"{schedule}, {setting}, {'alone' if not busy else f'beside {busy} busy processes'}"
+                    table[key] = round(rates(out / "load")[0])
+                    print(f"load: {key}: {table[key]} training steps/s", flush=True)
+        results["load_train_steps_per_s"] = table
+
     if "solve" in only or "sb3" in only:
         seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
         names = args.configs.split(",")
@@ -416,6 +451,11 @@ def markdown(r: dict) -> str:
         for n in (1, 2, 4, 8, 16, 32):
             out += f"| {n} | " + " | ".join(f"{table.get(f'{n} samplers, {w} workers', '—'):,}"
                                             if f"{n} samplers, {w} workers" in table else "—" for w in (0, 1, 2)) + " |\n"
+    if r.get("load_train_steps_per_s"):
+        out += "\nTraining steps/s alone and beside busy processes:\n\n| schedule, threads | alone | beside 2 busy |\n|---|---|---|\n"
+        table = r["load_train_steps_per_s"]
+        for key in [k.rsplit(", ", 1)[0] for k in table if k.endswith(", alone")]:
+            out += f"| {key} | {table.get(key + ', alone', '—'):,} | {table.get(key + ', beside 2 busy processes', '—'):,} |\n"
     if r.get("time_to_solve"):
         out += "\nTime to solve (10 fixed-seed deterministic episodes >= 200, eval every ~25k steps):\n\n"
         out += "| config | solved | median env steps | median wall s (process) | per seed: steps / wall s |\n|---|---|---|---|---|\n"

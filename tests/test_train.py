@@ -97,16 +97,17 @@ def test_sigterm_saves_and_resume_finishes(launch_here, tmp_path):
     assert (tmp_path / "valid.json").read_text() == lines
 
 
-def test_training_runs_with_the_garbage_collector_on_and_the_start_up_frozen(tmp_path):
+def test_training_runs_with_the_garbage_collector_on_the_start_up_frozen_and_a_short_omp_spin(tmp_path):
     """launch.py turns the collector off for a single run's start-up; the run itself must have it back on,
-    with the start-up's objects frozen (so that no collection walks them again)."""
+    with the start-up's objects frozen (so that no collection walks them again). It also shortens libgomp's
+    spin-wait before torch loads."""
     probe = tmp_path / "gc.json"
     code = f"""
-import gc, json, pathlib, runpy, sys
+import gc, json, os, pathlib, runpy, sys
 import rl_core.trainer
 train = rl_core.trainer.Trainer.train
 def probe(self):
-    state = {{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
+    state = {{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "spin": os.environ.get("GOMP_SPINCOUNT")}}
     pathlib.Path({str(probe)!r}).write_text(json.dumps(state))
     return train(self)
 rl_core.trainer.Trainer.train = probe
@@ -114,11 +115,13 @@ sys.argv = ["launch.py", *sys.argv[1:]]
 runpy.run_path("launch.py", run_name="__main__")
 """
     proc = subprocess.run([sys.executable, "-c", code, "experiment=smoke", "logger=tensorboard",
-                           f"run_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           f"run_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=launch_env({"GOMP_SPINCOUNT": None}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = json.loads(probe.read_text())
     assert state["enabled"] is True
     assert state["frozen"] > 100_000  # torch alone makes more
+    assert state["spin"] == "2000"  # set before torch loads OpenMP (docs/performance.md, "Beside other work")
     assert (tmp_path / "run" / "DONE").is_file()
 
 
