@@ -35,13 +35,13 @@ from hydra.errors import CompactHydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from rl_core.markers import FAILED, PREEMPTED, write_marker  # noqa: E402
-from rl_core.run_config import check_yaml_files, register_resolvers  # noqa: E402
+from rl_core.run_config import check_yaml_files, describe_hydra_error, register_resolvers  # noqa: E402
 
 log = logging.getLogger("launch")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 # conf/hydra/launcher/submitit_*.yaml are checked against the plugin's schema of the same name, which is
 # what we want (a mistyped key fails); Hydra warns that this matching is deprecated.
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema", category=UserWarning)
+warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema", category=UserWarning)
 register_resolvers()
 
 
@@ -89,13 +89,32 @@ def main(cfg: DictConfig) -> float | None:
         release_all()  # the run folder's lock: a sweep's next job in this process, or the end
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """``main`` as a command: errors of composing the config (a mistyped key, a missing option, a YAML syntax
+    error in conf/) as one message naming the key or file, not Hydra's report; ``HYDRA_FULL_ERROR=1`` gives
+    the full trace instead."""
     if broken := check_yaml_files(CONF_DIR):
         print(f"error: {broken}", file=sys.stderr)
         sys.exit(2)
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing, and the message is made here
+    try:
+        main()
+    except Exception as e:
+        described = None if full_error else describe_hydra_error(e)
+        if described is None:
+            raise
+        print(f"error: {described[0]}", file=sys.stderr)
+        sys.exit(described[1])
+    finally:
+        if not full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+if __name__ == "__main__":
     if not {"-m", "--multirun"} & set(sys.argv):  # a sweep's launcher process may wait for hours: left as it is
         gc.disable()  # until the run's objects are built: rl_core.modes.start_gc
     try:
-        main()
+        run()
     finally:
         gc.freeze()  # skip the exit's last collection over the same objects; atexit handlers still run

@@ -42,21 +42,22 @@ def job_identity() -> tuple[str | None, str]:
     return None, str(hc.runtime.output_dir)
 
 
-def should_resume(cfg: DictConfig, run_dir: Path) -> bool:
-    """Whether this job continues from its dir: asked for (resume=true), or requeued by SLURM after a
-    preemption or time limit (the PREEMPTED marker, or SLURM_RESTART_COUNT with a checkpoint present).
-    A sweep resumed with resume=true starts the jobs that never saved a checkpoint from scratch."""
+def resume_or_start_over(cfg: DictConfig, run_dir: Path) -> tuple[bool, bool]:
+    """(resume, start over) for this job. It resumes when asked (resume=true), or when SLURM requeued it
+    after a preemption or time limit (the PREEMPTED marker, or SLURM_RESTART_COUNT) and it has a checkpoint.
+    A requeued job without a checkpoint, and a sweep's job that a resumed sweep (resume=true) finds without
+    one, start over in their own folder (whatever an earlier attempt left there is replaced)."""
     from rl_core.checkpoint import list_checkpoints
 
     has_ckpt = bool(list_checkpoints(run_dir))
     requeued = (run_dir / PREEMPTED).is_file() or int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
     if requeued and has_ckpt:
         log.info("requeued job: resuming %s from its newest checkpoint", run_dir)
-        return True
-    if cfg.resume and is_multirun() and not has_ckpt:
-        log.info("resume=true: %s has no checkpoint yet; this job starts from scratch", run_dir)
-        return False
-    return bool(cfg.resume)
+        return True, False
+    if requeued or (cfg.resume and is_multirun() and not has_ckpt):
+        log.info("%s has no checkpoint yet; this job starts from scratch", run_dir)
+        return False, True
+    return bool(cfg.resume), False
 
 
 def start_gc() -> None:
@@ -116,8 +117,9 @@ def train(cfg: DictConfig) -> float:
     composed = cfg.copy()
     check_top_level(cfg)
     run_dir = job_output_dir()
-    cfg.resume = should_resume(cfg, run_dir)
-    check_free(run_dir, cfg.resume, cfg.overwrite)  # before any work; claimed (and checked again) once built
+    cfg.resume, start_over = resume_or_start_over(cfg, run_dir)
+    overwrite = cfg.overwrite or start_over
+    check_free(run_dir, cfg.resume, overwrite)  # before any work; claimed (and checked again) once built
     if cfg.resume:
         cfg = config_for_resume(cfg, run_dir)
     check_config(cfg, GROUPS)
@@ -134,7 +136,7 @@ def train(cfg: DictConfig) -> float:
         logger=instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
         resume=cfg.resume, init_weights=cfg.checkpoint, group=group, name=name,
     )
-    claim_for_training(run_dir, composed, cfg.resume, cfg.overwrite)
+    claim_for_training(run_dir, composed, cfg.resume, overwrite)
     clear_markers(run_dir, FAILED, PREEMPTED)
     save_provenance(run_dir, cfg, CODE_DIR)
     log.info("run dir: %s", run_dir)

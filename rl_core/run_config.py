@@ -4,6 +4,7 @@ a test may change of a run's saved config (read through ``rl_core.saved_config``
 from __future__ import annotations
 
 import atexit
+import difflib
 import logging
 import os
 import re
@@ -86,6 +87,26 @@ class LauncherCheck(Callback):
             print("error: hydra/launcher=submitit_slurm: this machine has no SLURM (srun and sbatch are not on "
                   "PATH); hydra/launcher=submitit_local runs the same sweep as local processes", file=sys.stderr)
             sys.exit(2)
+
+
+def describe_hydra_error(e: BaseException) -> tuple[str, int] | None:
+    """A Hydra or OmegaConf error of composing the config as (one message, exit code), naming the closest key
+    when one is mistyped; None for any other error. Hydra itself prints these with a stack trace hint."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(e, (HydraException, OmegaConfBaseException)):
+        return None
+    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else e
+    parent, key, full_key = (getattr(cause, a, None) for a in ("parent_node", "key", "full_key"))
+    if isinstance(parent, DictConfig) and isinstance(key, str) and full_key and key not in parent:
+        close = difflib.get_close_matches(key, [str(k) for k in parent.keys()], n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(map(str, parent.keys()))}"
+        return f"{full_key}: unknown key{hint} (a new key is added with +{full_key}=...)", 2
+    lines = [line for line in str(e).strip().splitlines()
+             if line.strip() and not line.startswith(("Config search path", "\tprovider="))]
+    composing = "Error executing job" not in str(e) and not str(e).startswith("a job of the sweep failed")
+    return "\n".join(lines), 2 if composing else 1
 
 
 def check_yaml_files(conf_dir: Path) -> str | None:

@@ -41,7 +41,7 @@ def tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def run_in_process(*args: str) -> subprocess.CompletedProcess:
-    """``launch.py ARGS`` through its ``main`` in this process: the same composition, checks, outputs, log
+    """``launch.py ARGS`` through its ``run`` in this process: the same composition, checks, outputs, log
     lines and exit code as :func:`run_launch`, without a new interpreter's start-up. Everything written to
     file descriptors 1 and 2 (Python, C code, child processes) comes back as ``stderr``. For runs whose
     process boundary is not the point; signals and kills need :func:`run_launch`."""
@@ -62,7 +62,7 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
         # imported, not run as a script, Hydra would look for conf/ as a package: name the folder
         sys.argv = [str(ROOT / "launch.py"), "--config-path", str(ROOT / "conf"), *args]
         try:
-            launch.main()
+            launch.run()
         except SystemExit as e:
             code = e.code
         except BaseException:  # noqa: BLE001 - a traceback, as the interpreter would print it

@@ -25,7 +25,8 @@ def _assert_one_line_error(proc, *fragments):
 
 @pytest.mark.parametrize("args,fragments", [
     (["env=lunar"], ["Could not find 'env/lunar'", "lunar_lander_continuous"]),
-    (["pipeline.nm_steps=5"], ["Key 'nm_steps' is not in struct"]),
+    (["pipeline.nm_steps=5"], ["pipeline.nm_steps: unknown key; did you mean 'num_steps'?"]),
+    (["hydra.job.chdr=true"], ["hydra.job.chdr: unknown key; did you mean 'chdir'?"]),
     (["+model.hiden_sizes=[64]"], ["model.hiden_sizes: unknown key", "did you mean 'hidden_sizes'"]),
     (["pipeline.num_steps=ten"], ["pipeline.num_steps: expected int, got 'ten'"]),
     (["pipeline.num_mini_batch=9"], ["pipeline.stages[0]: num_mini_batch=9 exceeds machine.num_samplers=4"]),
@@ -123,7 +124,7 @@ def test_a_mistyped_folder_is_named_and_not_created(launch_here, tmp_path, args,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,fragments,code", [
-    (["env=lunar"], ["Could not find 'env/lunar'", "lunar_lander_continuous"], 1),
+    (["env=lunar"], ["Could not find 'env/lunar'", "lunar_lander_continuous"], 2),
     (["pipeline.num_steps=ten"], ["pipeline.num_steps: expected int, got 'ten'"], 2),
 ])
 def test_bad_config_in_a_new_process(launch, tmp_path, args, fragments, code):

@@ -90,3 +90,15 @@ def test_default_run_folders_of_two_runs_started_together_differ():
         out, _ = p.communicate(timeout=120)
         dirs.append(next(line for line in out.splitlines() if line.startswith("run_dir:")))
     assert dirs[0] != dirs[1], dirs
+
+
+def test_a_job_requeued_before_its_first_checkpoint_starts_over_in_its_folder(launch_here, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 1\n")  # what the first attempt left before it was preempted
+    (run / "valid.json").write_text("")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    proc = launch_here(*SMOKE, f"run_dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "has no checkpoint yet; this job starts from scratch" in proc.stderr
+    assert json.loads((run / "DONE").read_text())["total_steps"] == 1600
