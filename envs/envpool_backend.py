@@ -120,7 +120,7 @@ class EnvPoolSamplers:
 
 class EnvPoolTaskFactory(GymTaskFactory):
     """LunarLander with envpool's C++ envs for training (``conf/env/lunar_lander_continuous_envpool.yaml``);
-    validation, test and videos stay on gymnasium's env and its fixed seeds. See ``envs/envpool_samplers.py``
+    validation, test and videos stay on gymnasium's env and its fixed seeds. See ``EnvPoolSamplers`` above
     for what differs.
 
     Args:
