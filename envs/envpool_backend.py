@@ -131,7 +131,8 @@ class EnvPoolTaskFactory(GymTaskFactory):
 
     def __init__(self, env_id: str = "LunarLanderContinuous-v2", envpool_id: str = "LunarLanderContinuous-v2",
                  num_threads: int = 0, env_kwargs: dict[str, Any] | None = None, success_threshold: float = 0.0,
-                 valid_episodes_per_sampler: int = 3, test_episodes_per_sampler: int = 3) -> None:
+                 valid_episodes_per_sampler: int = 3, test_episodes_per_sampler: int = 3,
+                 heldout_episodes_per_sampler: int = 100) -> None:
         try:
             import envpool
         except ImportError:
@@ -145,7 +146,8 @@ class EnvPoolTaskFactory(GymTaskFactory):
             raise ValueError(f"num_threads: must be >= 0, got {num_threads}")
         if env_kwargs:
             raise ValueError("env_kwargs: the envpool backend takes no gymnasium env kwargs")
-        super().__init__(env_id, env_kwargs, success_threshold, valid_episodes_per_sampler, test_episodes_per_sampler)
+        super().__init__(env_id, env_kwargs, success_threshold, valid_episodes_per_sampler, test_episodes_per_sampler,
+                         heldout_episodes_per_sampler)
         self.envpool_id, self.num_threads = envpool_id, num_threads
 
     def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",

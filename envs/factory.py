@@ -10,6 +10,9 @@ import numpy as np
 from envs.samplers import Samplers
 from envs.task import MODES, GymTaskSampler, resolve_env_id
 
+# Env seeds of the held-out episodes start here, far above any sampler's valid or test seeds.
+HELDOUT_SEED_OFFSET = 1_000_000
+
 
 class GymTaskFactory:
     """Builds the task samplers of one gymnasium env for every mode (``conf/env/*.yaml``).
@@ -20,6 +23,8 @@ class GymTaskFactory:
         success_threshold: an episode succeeds when its undiscounted return is strictly above this.
         valid_episodes_per_sampler: fixed-seed episodes each valid sampler plays (reference: 3).
         test_episodes_per_sampler: the same for test samplers (reference: 3).
+        heldout_episodes_per_sampler: episodes of the held-out set (``test.episodes=heldout``), whose env seeds
+            start at ``HELDOUT_SEED_OFFSET``: never played by validation, test or the bench's solve checks.
     """
 
     def __init__(
@@ -29,26 +34,31 @@ class GymTaskFactory:
         success_threshold: float = 0.0,
         valid_episodes_per_sampler: int = 3,
         test_episodes_per_sampler: int = 3,
+        heldout_episodes_per_sampler: int = 100,
     ) -> None:
         for key, value in (("valid_episodes_per_sampler", valid_episodes_per_sampler),
-                           ("test_episodes_per_sampler", test_episodes_per_sampler)):
+                           ("test_episodes_per_sampler", test_episodes_per_sampler),
+                           ("heldout_episodes_per_sampler", heldout_episodes_per_sampler)):
             if value < 1:
                 raise ValueError(f"{key}: must be >= 1, got {value}")
         self.env_id = resolve_env_id(env_id)
         self.env_kwargs = dict(env_kwargs or {})
         self.success_threshold = float(success_threshold)
-        self.episodes_per_sampler = {"valid": valid_episodes_per_sampler, "test": test_episodes_per_sampler}
+        self.episodes_per_sampler = {"valid": valid_episodes_per_sampler, "test": test_episodes_per_sampler,
+                                     "heldout": heldout_episodes_per_sampler}
         probe = gym.make(self.env_id, **self.env_kwargs)
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         probe.close()
 
     def task_seeds(self, mode: str, index: int) -> list[int] | None:
-        """Fixed env seeds of sampler ``index`` in ``mode`` (``None`` for train)."""
+        """Fixed env seeds of sampler ``index`` in ``mode`` (``None`` for train): ``range(k*p, k*p + k)``, from
+        ``HELDOUT_SEED_OFFSET`` on for the held-out set."""
         if mode == "train":
             return None
         k = self.episodes_per_sampler[mode]
-        return list(range(k * index, k * index + k))
+        start = k * index + (HELDOUT_SEED_OFFSET if mode == "heldout" else 0)
+        return list(range(start, start + k))
 
     def make_fixed(self, seeds: list[int], render: bool = False) -> GymTaskSampler:
         """A sampler that plays exactly the episodes with env ``seeds``, in order."""

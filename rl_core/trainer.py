@@ -231,26 +231,48 @@ class Trainer:
             state["state"]["last_save_steps"] = self.state.total_steps
         return save_checkpoint(state, checkpoint_path(self.run_dir, self.state.total_steps))
 
-    def _validate(self, ckpt: Path | None) -> dict[str, float]:
-        """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``."""
-        t0 = time.perf_counter()
+    def _evaluate(self, mode: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Deterministic episodes on ``mode``'s fixed tasks (valid, or the held-out set), logged as ``mode/*``."""
         # batch-of-a-few inference: one thread; more only wait on each other, badly so on a busy machine
         torch.set_num_threads(1)
         self.model.eval()
-        tasks = fixed_tasks(self.factory, "valid", self.machine.valid_samplers)
-        episodes = play_tasks(self.model, self.factory, tasks, self.device)
+        episodes = play_tasks(self.model, self.factory, fixed_tasks(self.factory, mode, self.machine.valid_samplers),
+                              self.device)
         self.model.train()
         summary = summarize(episodes)
-        self.logger.log_scalars({f"valid/{k}": v for k, v in summary.items()}, self.state.total_steps)
+        self.logger.log_scalars({f"{mode}/{k}": v for k, v in summary.items()}, self.state.total_steps)
         self._update_wall()
+        return summary, episodes
+
+    def _validate(self, ckpt: Path | None) -> dict[str, float]:
+        """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``; with
+        ``confirm_on_heldout``, a validation that reaches the stop target also plays the held-out set."""
+        t0 = time.perf_counter()
+        summary, episodes = self._evaluate("valid")
         entry = {"training_steps": self.state.total_steps, "wall_s": round(self.state.wall_s, 2),
                  "checkpoint": ckpt.name if ckpt else None, **summary, "episodes": episodes}
-        with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
-            f.write(json.dumps(entry) + "\n")
         log.info("valid @ %d steps: reward %.1f, success %.2f, ep_length %.0f (%d episodes, %.1f s)",
                  self.state.total_steps, summary["reward"], summary["success"], summary["ep_length"],
                  len(episodes), time.perf_counter() - t0)
+        target = self.pipeline.stop_at_valid_reward
+        if self.pipeline.confirm_on_heldout and summary["reward"] >= target:
+            t0 = time.perf_counter()
+            heldout, _ = self._evaluate("heldout")
+            entry["heldout"] = {**heldout, "wall_s": round(self.state.wall_s, 2)}
+            summary = {**summary, "heldout_reward": heldout["reward"]}
+            log.info("held-out @ %d steps: reward %.1f ± %.1f, success %.2f (%d episodes, %.1f s)",
+                     self.state.total_steps, heldout["reward"], heldout["reward_std"], heldout["success"],
+                     heldout["num_tasks_evaled"], time.perf_counter() - t0)
+        with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
+            f.write(json.dumps(entry) + "\n")
         return summary
+
+    def _solved(self, summary: dict[str, float]) -> bool:
+        """Whether a validation reached ``stop_at_valid_reward`` (and, when asked, so did the held-out set)."""
+        target = self.pipeline.stop_at_valid_reward
+        if target is None or summary["reward"] < target:
+            return False
+        return not self.pipeline.confirm_on_heldout or summary.get("heldout_reward", -float("inf")) >= target
 
     def _validated_steps(self) -> set[int]:
         path = self.run_dir / "valid.json"
@@ -393,10 +415,10 @@ class Trainer:
                         self._log_window()
                     if self.state.total_steps - self.state.last_save_steps >= self.pipeline.save_interval:
                         last_valid = self._validate(self._save(samplers))
-                        target = self.pipeline.stop_at_valid_reward
-                        if target is not None and last_valid["reward"] >= target:
-                            log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d: stopping",
-                                     last_valid["reward"], target, self.state.total_steps)
+                        if self._solved(last_valid):
+                            log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d%s: stopping",
+                                     last_valid["reward"], self.pipeline.stop_at_valid_reward, self.state.total_steps,
+                                     " (held-out episodes too)" if self.pipeline.confirm_on_heldout else "")
                             break
                     if stop.signum is not None:
                         path = self._save(samplers, scheduled=False)

@@ -10,7 +10,10 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
   collection share, peak RSS, validation curve;
 * ``scaling``: training steps/s (fast preset's update schedule) over samplers 1..32 and worker processes;
 * ``solve``: time-to-solve: wall seconds and env steps until a deterministic evaluation over 10 fixed-seed
-  episodes (run every ~25k steps) first reaches a mean reward >= 200; median over 3 seeds, per config;
+  episodes (run every ~25k steps) first reaches a mean reward >= 200, the held-out score (100 episodes no
+  evaluation plays) of that checkpoint, and the "robust" time: until a checkpoint also holds >= 200 over the
+  held-out episodes (the run stops there, or at its budget). Per config, over ``--seeds``: the seeds that
+  solved and robustly solved as rates with a 95% Wilson interval, and medians;
 * ``load``: training steps/s alone and beside two busy processes (a shared machine), for the default and the
   fast preset's schedules, with libgomp's own spin-wait, with the launcher's shorter one (``GOMP_SPINCOUNT``
   set by ``launch.py``) and with ``machine.torch_threads=1``;
@@ -46,7 +49,8 @@ SB3 = "SB3 PPO, RL Zoo hyperparameters"  # scripts/sb3_solve.py, same protocol; 
 # 80 full-batch gradient steps each
 DEFAULT_ENV_STEPS = 1_200_000
 DEFAULT_GRADIENT_STEPS = DEFAULT_ENV_STEPS // (8 * 2000) * 80
-SOLVE_EVAL = ["pipeline.stop_at_valid_reward=200", "env.valid_episodes_per_sampler=10", "pipeline.save_interval=25000"]
+SOLVE_EVAL = ["pipeline.stop_at_valid_reward=200", "pipeline.confirm_on_heldout=true", "env.valid_episodes_per_sampler=10",
+              "pipeline.save_interval=25000"]
 
 
 def _has(module: str) -> bool:
@@ -206,20 +210,46 @@ def busy_processes(n: int) -> list[subprocess.Popen]:
 
 def solve_record(seed: int, wall: float, evals: list[dict]) -> dict:
     """One time-to-solve run from its evaluations (``training_steps``, ``wall_s`` since training started,
-    ``reward``) and the process wall time; the start-up (imports, set-up) counts in ``process_wall_s``."""
+    ``reward``, and ``heldout`` where the held-out episodes were played) and the process wall time; the
+    start-up (imports, set-up) counts in the ``process_wall_s`` figures."""
     hit = next((v for v in evals if v["reward"] >= 200), None)
-    startup = wall - evals[-1]["wall_s"]
+    robust = next((v for v in evals if v.get("heldout", {}).get("reward", -np.inf) >= 200), None)
+    last = evals[-1].get("heldout", evals[-1])["wall_s"]
+    startup = wall - last
     return {"seed": seed, "solved": hit is not None, "env_steps": hit["training_steps"] if hit else None,
-           "train_wall_s": round(hit["wall_s"], 1) if hit else None,
-           "process_wall_s": round(hit["wall_s"] + startup, 1) if hit else None,
-           "curve": [(v["wall_s"], round(v["reward"], 1)) for v in evals]}
+            "train_wall_s": round(hit["wall_s"], 1) if hit else None,
+            "process_wall_s": round(hit["wall_s"] + startup, 1) if hit else None,
+            "heldout_at_solve": round(hit["heldout"]["reward"], 1) if hit and "heldout" in hit else None,
+            "robust": robust is not None, "robust_env_steps": robust["training_steps"] if robust else None,
+            "robust_process_wall_s": round(robust["heldout"]["wall_s"] + startup, 1) if robust else None,
+            "curve": [(v["wall_s"], round(v["reward"], 1)) for v in evals]}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate of ``k`` successes in ``n`` trials."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, z2 = k / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (round(float(max(0.0, center - half)), 3), round(float(min(1.0, center + half)), 3))
 
 
 def solve_summary(runs: list[dict]) -> dict:
-    """Medians over seeds; a seed that never solved counts as infinite."""
-    med = (lambda key: float(np.median([r[key] if r["solved"] else np.inf for r in runs])))
-    return {"runs": runs, "solved": f"{sum(r['solved'] for r in runs)}/{len(runs)}", "median_env_steps": med("env_steps"),
-            "median_process_wall_s": med("process_wall_s"), "median_train_wall_s": med("train_wall_s")}
+    """Rates of seeds that solved (10 episodes) and robustly solved (held-out), with Wilson intervals, and
+    medians over seeds; a seed that never solved counts as infinite."""
+    def med(key: str, ok: str) -> float:
+        return float(np.median([r[key] if r.get(ok) else np.inf for r in runs]))
+
+    n, solved, robust = len(runs), sum(r["solved"] for r in runs), sum(r.get("robust", False) for r in runs)
+    heldout = [r["heldout_at_solve"] for r in runs if r.get("heldout_at_solve") is not None]
+    return {"runs": runs, "solved": f"{solved}/{n}", "solved_ci": wilson(solved, n),
+            "median_env_steps": med("env_steps", "solved"), "median_process_wall_s": med("process_wall_s", "solved"),
+            "median_train_wall_s": med("train_wall_s", "solved"),
+            "median_heldout_at_solve": float(np.median(heldout)) if heldout else None,
+            "robust": f"{robust}/{n}", "robust_ci": wilson(robust, n),
+            "median_robust_env_steps": med("robust_env_steps", "robust"),
+            "median_robust_process_wall_s": med("robust_process_wall_s", "robust")}
 
 
 def tb_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -457,11 +487,27 @@ def markdown(r: dict) -> str:
         for key in [k.rsplit(", ", 1)[0] for k in table if k.endswith(", alone")]:
             out += f"| {key} | {table.get(key + ', alone', '—'):,} | {table.get(key + ', beside 2 busy processes', '—'):,} |\n"
     if r.get("time_to_solve"):
-        out += "\nTime to solve (10 fixed-seed deterministic episodes >= 200, eval every ~25k steps):\n\n"
-        out += "| config | solved | median env steps | median wall s (process) | per seed: steps / wall s |\n|---|---|---|---|---|\n"
+        out += ("\nTime to solve (10 fixed-seed deterministic episodes >= 200, eval every ~25k steps) and robust solve "
+                "(the checkpoint also >= 200 over 100 held-out episodes); rates with 95% Wilson intervals:\n\n")
+        out += ("| config | solved | median env steps | median wall s (process) | held-out score at solve (median) "
+                "| robust | median robust env steps | median robust wall s |\n|---|---|---|---|---|---|---|---|\n")
         for name, s in r["time_to_solve"].items():
-            per = ", ".join(f"{x['env_steps']:,} / {x['process_wall_s']}" if x["solved"] else "not solved" for x in s["runs"])
-            out += (f"| {name} | {s['solved']} | {s['median_env_steps']:,.0f} | {s['median_process_wall_s']:.0f} | {per} |\n")
+            ci = s.get("solved_ci") or wilson(*map(int, s["solved"].split("/")))
+            rci = s.get("robust_ci")
+            heldout = s.get("median_heldout_at_solve")
+            out += (f"| {name} | {s['solved']} [{ci[0]:.2f}, {ci[1]:.2f}] | {s['median_env_steps']:,.0f} | "
+                    f"{s['median_process_wall_s']:.0f} | {'—' if heldout is None else f'{heldout:.1f}'} | "
+                    f"{s.get('robust', '—')}{f' [{rci[0]:.2f}, {rci[1]:.2f}]' if rci else ''} | "
+                    f"{s.get('median_robust_env_steps', float('nan')):,.0f} | "
+                    f"{s.get('median_robust_process_wall_s', float('nan')):.0f} |\n")
+        out += "\nPer seed (env steps / process s to solve; held-out score there; robust steps / s):\n\n"
+        for name, s in r["time_to_solve"].items():
+            per = "; ".join(
+                f"{x['seed']}: " + (f"{x['env_steps']:,} / {x['process_wall_s']}" if x["solved"] else "not solved")
+                + (f", held-out {x['heldout_at_solve']}" if x.get("heldout_at_solve") is not None else "")
+                + (f", robust {x['robust_env_steps']:,} / {x['robust_process_wall_s']}" if x.get("robust") else "")
+                for x in s["runs"])
+            out += f"- {name}: {per}\n"
     return out
 
 

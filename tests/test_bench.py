@@ -52,3 +52,27 @@ def test_solve_summary_counts_an_unsolved_seed_as_infinite():
     assert s["solved"] == "2/3"
     assert s["median_env_steps"] == 300 and s["median_process_wall_s"] == 30.0
     assert math.isinf(bench.solve_summary(runs[1:2] * 3)["median_env_steps"])
+
+
+def test_solve_record_reads_the_heldout_score_at_the_solve_and_the_robust_solve():
+    evals = [{"training_steps": 25000, "wall_s": 4.0, "reward": 205.0,
+              "heldout": {"reward": 150.0, "wall_s": 6.0}},
+             {"training_steps": 50000, "wall_s": 10.0, "reward": 190.0},
+             {"training_steps": 75000, "wall_s": 14.0, "reward": 240.0,
+              "heldout": {"reward": 230.0, "wall_s": 17.0}}]
+    run = bench.solve_record(1, wall=20.0, evals=evals)  # 3 s of start-up: the last held-out check ended at 17
+    assert run["env_steps"] == 25000 and run["process_wall_s"] == 7.0 and run["heldout_at_solve"] == 150.0
+    assert run["robust"] and run["robust_env_steps"] == 75000 and run["robust_process_wall_s"] == 20.0
+
+
+def test_wilson_interval_by_hand():
+    # 16/16: p = 1, z² = 3.8416: centre (1 + 0.12005) / 1.2401 = 0.90319, half 1.96·sqrt(3.8416/1024)/1.2401 = 0.09681
+    assert bench.wilson(16, 16) == (0.806, 1.0)
+    # 8/16: p = 0.5: centre 0.5, half 1.96·sqrt(0.015625 + 0.00375156)/1.2401 = 0.21998
+    assert bench.wilson(8, 16) == (0.28, 0.72)
+    s = bench.solve_summary([{"solved": True, "env_steps": 1, "process_wall_s": 1.0, "train_wall_s": 1.0,
+                              "heldout_at_solve": 210.0, "robust": True, "robust_env_steps": 2,
+                              "robust_process_wall_s": 3.0}] * 15 + [{"solved": False, "env_steps": None,
+                                                                      "process_wall_s": None, "train_wall_s": None}])
+    assert s["solved"] == "15/16" and s["robust"] == "15/16" and s["solved_ci"] == bench.wilson(15, 16)
+    assert s["median_robust_env_steps"] == 2 and s["median_heldout_at_solve"] == 210.0

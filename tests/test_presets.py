@@ -33,3 +33,16 @@ def test_stop_at_valid_reward_ends_the_run_at_the_first_validation_reaching_it(l
     assert [v["training_steps"] for v in valid] == [800]  # smoke runs 1600 steps, validating every 800
     assert valid[0]["wall_s"] > 0
     assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == 800
+
+
+def test_confirm_on_heldout_plays_the_heldout_episodes_before_stopping(launch_here, tmp_path):
+    proc = launch_here("experiment=smoke", f"run_dir={tmp_path}", "pipeline.stop_at_valid_reward=-10000",
+                       "pipeline.confirm_on_heldout=true", "env.heldout_episodes_per_sampler=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (valid,) = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
+    assert valid["training_steps"] == 800 and valid["heldout"]["num_tasks_evaled"] == 4
+    assert valid["heldout"]["wall_s"] >= valid["wall_s"]
+    assert [s for s, _ in tb_scalars(tmp_path)["heldout/reward"]] == [800]
+    assert "reached stop_at_valid_reward=-10000 at step 800 (held-out episodes too): stopping" in proc.stderr
+    refused = launch_here("experiment=smoke", f"run_dir={tmp_path / 'b'}", "pipeline.confirm_on_heldout=true")
+    assert refused.returncode == 2 and "pipeline.confirm_on_heldout: needs stop_at_valid_reward" in refused.stderr

@@ -67,6 +67,19 @@ def test_two_deterministic_tests_agree_and_match_validation(launch_here, trained
     assert [e["reward"] for e in valid["episodes"]] == pytest.approx([e["reward"] for e in a[0]["episodes"]])
 
 
+def test_heldout_episodes_are_seeds_no_validation_or_test_plays(launch_here, trained):
+    proc = launch_here("mode=test", f"run_dir={trained}", "test.select=steps", "test.steps=[4000]",
+                       "test.episodes=heldout", "env.heldout_episodes_per_sampler=4", "test.video=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads((_test_dirs(trained)[-1] / "test.json").read_text())
+    assert result["episode_set"] == "heldout" and result["num_tasks_evaled"] == 4
+    assert [e["seed"] for e in result["episodes"]] == [1_000_000, 1_000_001, 1_000_002, 1_000_003]
+    acc = EventAccumulator(str(_test_dirs(trained)[-1] / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("heldout/reward")] == [4000] and "test/reward" not in acc.Tags()["scalars"]
+    assert "4 heldout episodes per checkpoint" in proc.stderr
+
+
 def test_one_checkpoint_file(launch_here, trained):
     proc = launch_here("mode=test", f"checkpoint={trained / 'checkpoints' / 'ckpt_0000000800.pt'}", "test.video=false")
     assert proc.returncode == 0, proc.stderr

@@ -61,6 +61,9 @@ class TrainingPipeline:
         validate_initial_weights: also validate the untrained model, at step 0.
         stop_at_valid_reward: end the run early at the first validation whose mean reward reaches this
             (time-to-solve runs); None trains every stage to its end.
+        confirm_on_heldout: a validation that reaches ``stop_at_valid_reward`` also plays the held-out episodes
+            (``env.heldout_episodes_per_sampler``, seeds no validation plays), logged as ``heldout/*`` and in
+            ``valid.json``; the run stops only once their mean reaches the target too.
     """
 
     def __init__(self, stages: list[PipelineStage], optimizer: Callable[..., torch.optim.Optimizer],
@@ -69,7 +72,7 @@ class TrainingPipeline:
                  use_gae: bool = False, gae_lambda: float = 0.95, bootstrap_truncation: bool = False,
                  max_grad_norm: float = 100.0, save_interval: int = 200_000,
                  metric_accumulate_interval: int = 50_000, validate_initial_weights: bool = False,
-                 stop_at_valid_reward: float | None = None) -> None:
+                 stop_at_valid_reward: float | None = None, confirm_on_heldout: bool = False) -> None:
         args = dict(locals())
         if not stages:
             raise ValueError("stages: needs at least one stage")
@@ -85,6 +88,9 @@ class TrainingPipeline:
         self.metric_accumulate_interval = metric_accumulate_interval
         self.validate_initial_weights = validate_initial_weights
         self.stop_at_valid_reward = stop_at_valid_reward
+        if confirm_on_heldout and stop_at_valid_reward is None:
+            raise ValueError("confirm_on_heldout: needs stop_at_valid_reward, the reward to confirm")
+        self.confirm_on_heldout = confirm_on_heldout
         self.defaults = {k: args[k] for k in STAGE_SETTINGS}
         for i, stage in enumerate(stages):
             settings = self.settings(i)

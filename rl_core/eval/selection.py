@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SELECTIONS = ("all", "every", "nearest", "steps")
+EPISODE_SETS = ("test", "heldout")
 
 
 class TestSelection:
@@ -17,6 +18,9 @@ class TestSelection:
         every: k for ``select=every``.
         multiple_of: N for ``select=nearest``.
         steps: env-step counts for ``select=steps``.
+        episodes: ``test``, the reference's fixed test seeds (``env.test_episodes_per_sampler`` per sampler),
+            or ``heldout``, episodes no validation ever played (``env.heldout_episodes_per_sampler``): what a
+            claim that a run solved the task is made on.
         deterministic: act with the action mean (the reference's ``-e``); false samples actions.
         video: record the test episodes into an mp4 per checkpoint and TensorBoard.
         video_max_episodes: episodes tiled into one clip.
@@ -27,10 +31,13 @@ class TestSelection:
     __test__ = False  # not a pytest class
 
     def __init__(self, select: str = "all", every: int = 1, multiple_of: int | None = None,
-                 steps: list[int] | None = None, deterministic: bool = True, video: bool = True,
-                 video_max_episodes: int = 8, video_max_frames: int = 400, video_fps: int = 30) -> None:
+                 steps: list[int] | None = None, episodes: str = "test", deterministic: bool = True,
+                 video: bool = True, video_max_episodes: int = 8, video_max_frames: int = 400,
+                 video_fps: int = 30) -> None:
         if select not in SELECTIONS:
             raise ValueError(f"select: must be one of {', '.join(SELECTIONS)}, got {select!r}")
+        if episodes not in EPISODE_SETS:
+            raise ValueError(f"episodes: must be one of {', '.join(EPISODE_SETS)}, got {episodes!r}")
         if every < 1:
             raise ValueError(f"every: must be >= 1, got {every}")
         if select == "nearest" and (multiple_of is None or multiple_of < 1):
@@ -42,7 +49,7 @@ class TestSelection:
             if value < 1:
                 raise ValueError(f"{key}: must be >= 1, got {value}")
         self.select, self.every, self.multiple_of, self.steps = select, every, multiple_of, list(steps or [])
-        self.deterministic, self.video = deterministic, video
+        self.episodes, self.deterministic, self.video = episodes, deterministic, video
         self.video_max_episodes, self.video_max_frames, self.video_fps = video_max_episodes, video_max_frames, video_fps
 
     def choose(self, found: list[tuple[int, Path]]) -> list[tuple[int, Path]]:

@@ -35,7 +35,8 @@ class Tester:
         self.selection, self.logger, self.seed = selection, logger, seed
         self.run_info = run_info or RunInfo(self.out_dir, "test")
         self.device = machine.device
-        self.tasks = fixed_tasks(factory, "test", machine.test_samplers)
+        self.tasks = fixed_tasks(factory, selection.episodes, machine.test_samplers)
+        self.tag = "test" if selection.episodes == "test" else selection.episodes  # TensorBoard: test/*, heldout/*
 
     def _test_one(self, steps: int, path: Path) -> dict[str, Any]:
         ckpt = load_checkpoint(path, self.device)
@@ -52,11 +53,12 @@ class Tester:
                               generator, clip)
         summary = summarize(episodes)
         entry: dict[str, Any] = {"checkpoint": str(path), "training_steps": training_steps, **summary,
+                                 "episode_set": self.selection.episodes,
                                  "deterministic": self.selection.deterministic, "episodes": episodes}
-        self.logger.log_scalars({f"test/{k}": v for k, v in summary.items()}, training_steps)
+        self.logger.log_scalars({f"{self.tag}/{k}": v for k, v in summary.items()}, training_steps)
         if clip is not None and clip.frames:
             video = clip.write_mp4(self.out_dir / f"video_{training_steps:010d}.mp4", self.selection.video_fps)
-            self.logger.log_video("test/episode_vid", video, clip.gif_bytes(self.selection.video_fps),
+            self.logger.log_video(f"{self.tag}/episode_vid", video, clip.gif_bytes(self.selection.video_fps),
                                   clip.frames[0].shape, training_steps)
             entry["video"] = str(video)
             entry["video_frames"] = len(clip.frames)
@@ -88,7 +90,7 @@ class Tester:
         return results, failures
 
     def print_summary(self, results: list[dict[str, Any]], failures: list[str]) -> None:
-        table = Table(title=f"test: {len(self.tasks)} episodes per checkpoint, "
+        table = Table(title=f"test: {len(self.tasks)} {self.selection.episodes} episodes per checkpoint, "
                             f"{'deterministic' if self.selection.deterministic else 'sampled'} actions")
         for col in ("checkpoint", "env steps", "reward (mean ± std)", "success", "ep_length"):
             table.add_column(col, justify="right")
