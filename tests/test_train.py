@@ -126,21 +126,22 @@ runpy.run_path("launch.py", run_name="__main__")
 
 
 def test_a_second_ctrl_c_quits_at_once_saying_what_was_saved(tmp_path):
-    """Rollouts of 40,000 steps (seconds each): both SIGINTs land within the second rollout, before its save."""
-    args = [*TINY, "pipeline.num_steps=10000", "pipeline.stages.0.max_stage_steps=400000", f"run_dir={tmp_path}"]
+    """Rollouts of 80,000 steps (seconds each): both SIGINTs land early in the second rollout, before its save."""
+    args = [*TINY, "pipeline.num_steps=20000", "pipeline.stages.0.max_stage_steps=800000", f"run_dir={tmp_path}"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=launch_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:  # until the first checkpoint is saved and validated
         lines.append(line)
-        if "valid @ 40000 steps" in line:
+        if "valid @ 80000 steps" in line:
             break
+    time.sleep(0.5)  # past the rollout boundary, where the first SIGINT would be taken as "save and stop"
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out = "".join(lines) + proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, out
     assert "Traceback" not in out, out
-    assert "interrupted: quit at once; the steps after ckpt_0000040000.pt (40,000 env steps) were not saved" in out
+    assert "interrupted: quit at once; the steps after ckpt_0000080000.pt (80,000 env steps) were not saved" in out
     assert f"resume=true run_dir={tmp_path}" in out
-    assert [p.name for p in (tmp_path / "checkpoints").glob("ckpt_*.pt")] == ["ckpt_0000040000.pt"]
+    assert [p.name for p in (tmp_path / "checkpoints").glob("ckpt_*.pt")] == ["ckpt_0000080000.pt"]
