@@ -29,7 +29,7 @@ class RunDirTaken(ConfigError):
 
 
 def describe_run(run_dir: Path) -> str | None:
-    """What earlier run ``run_dir`` holds ("finished at 1,200,000 env steps", ...), or None when it holds none."""
+    """What earlier run ``run_dir`` holds ("a finished run (1,200,000 env steps)", ...), or None when it holds none."""
     found = list_checkpoints(run_dir)
     if (run_dir / DONE).is_file():
         return f"a finished run ({found[-1][0]:,} env steps)" if found else "a finished run"
@@ -64,7 +64,7 @@ class RunDirLock:
             self.fd = None
 
 
-_held: list[RunDirLock] = []  # kept for the life of the process
+_held: list[RunDirLock] = []  # held until the command ends (launch.main releases them)
 
 
 def check_free(run_dir: Path, resume: bool, overwrite: bool) -> str | None:
