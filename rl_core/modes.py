@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from rl_core.config_check import ConfigError, check_config
 from rl_core.markers import FAILED, PREEMPTED, clear_markers
-from rl_core.run_dir import check_free, claim_for_training, own_it
 from rl_core.run_config import (GROUPS, TEST_MAY_CHANGE, check_top_level, config_for_resume, config_for_test,
                                 instantiate)
+from rl_core.run_dir import check_free, claim_for_training, own_it
 from rl_core.saved_config import load_saved_config, saved_config, trusted_names
 
 log = logging.getLogger("launch")

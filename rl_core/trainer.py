@@ -18,19 +18,19 @@ import torch
 
 from envs.factory import GymTaskFactory
 from envs.samplers import Samplers
+from rl_core.algo.compiled import CompiledLoss
+from rl_core.algo.pipeline import StageSettings, TrainingPipeline
+from rl_core.algo.ppo import PPOLoss, ppo_update, prepare_advantages
+from rl_core.algo.schedules import EnvStepLR, LinearDecay
+from rl_core.algo.storage import RolloutStorage
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                 load_model_weights, remove_stale_temporaries, save_checkpoint)
 from rl_core.config_check import ConfigError
 from rl_core.eval.evaluation import METRICS, fixed_tasks, play_tasks, summarize
-from rl_core.tracking.loggers import Logger, RunInfo
 from rl_core.machine import Machine
 from rl_core.markers import DONE, read_marker, write_marker
-from rl_core.algo.pipeline import StageSettings, TrainingPipeline
-from rl_core.algo.compiled import CompiledLoss
-from rl_core.algo.ppo import PPOLoss, ppo_update, prepare_advantages
+from rl_core.tracking.loggers import Logger, RunInfo
 from rl_core.tracking.progress import TrainProgress
-from rl_core.algo.schedules import EnvStepLR, LinearDecay
-from rl_core.algo.storage import RolloutStorage
 
 log = logging.getLogger(__name__)
 

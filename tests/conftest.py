@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import contextlib
 import io
 import logging
 import subprocess

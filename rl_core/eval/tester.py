@@ -15,10 +15,10 @@ from rich.table import Table
 from envs.factory import GymTaskFactory
 from rl_core.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from rl_core.eval.evaluation import fixed_tasks, play_tasks, summarize
-from rl_core.tracking.loggers import Logger, RunInfo
-from rl_core.machine import Machine
 from rl_core.eval.selection import TestSelection
 from rl_core.eval.video import GridClip
+from rl_core.machine import Machine
+from rl_core.tracking.loggers import Logger, RunInfo
 
 log = logging.getLogger(__name__)
 
