@@ -24,9 +24,9 @@ $(VENV)/.ok-dev: $(VENV)/.ok-base
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
-# the bench also measures the optional envpool backend and Stable-Baselines3 side by side
+# the bench also measures the optional envpool backend, Stable-Baselines3 side by side and the MuJoCo suite
 $(VENV)/.ok-bench: $(VENV)/.ok-base
-	$(PY) -m pip install -q -c constraints.txt -e '.[envpool,sb3]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[envpool,sb3,mujoco]'
 	@touch $@
 
 run: $(VENV)/.ok-base
@@ -35,7 +35,9 @@ run: $(VENV)/.ok-base
 smoke: $(VENV)/.ok-base
 	$(PY) launch.py experiment=smoke run_dir=outputs/smoke $(ARGS)
 
+# MuJoCo's test videos render through Mesa's EGL: installed when missing (as root; scripts/gl_libs.sh)
 test: $(VENV)/.ok-dev
+	@bash scripts/gl_libs.sh
 	$(PY) -m pytest $(ARGS)
 
 test-fast: $(VENV)/.ok-dev

@@ -29,6 +29,10 @@ from pathlib import Path
 # they sleep. Shorter, a run beside other busy processes does not lose its cores to spinning threads, and a
 # run alone stays as fast (docs/performance.md, "Beside other work"). An exported value wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+# MuJoCo renders test videos through EGL on a machine without a display (Mesa's software EGL on a server,
+# Debian's libegl1 + libegl-mesa0); a desktop keeps MuJoCo's own choice. An exported value wins.
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 import hydra  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402

@@ -1,4 +1,4 @@
-"""Training samplers on envpool's C++ LunarLander: one batched ``step`` for all of them (``env=*_envpool``).
+"""Training samplers on envpool's C++ envs: one batched ``step`` for all of them (``env=*_envpool``).
 
 envpool steps the whole batch in its own C++ threads, so there are no worker processes and no pipes.
 What differs from the gymnasium samplers (``envs.samplers.Samplers``):
@@ -15,12 +15,14 @@ What differs from the gymnasium samplers (``envs.samplers.Samplers``):
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from envs.factory import GymTaskFactory
 from envs.samplers import StepBuffers
+from envs.task import action_transform
 
 
 class EnvPoolSamplers:
@@ -31,16 +33,20 @@ class EnvPoolSamplers:
         run_seed: seeds the batch (with the number of episodes played before, on resume).
         num_threads: envpool's C++ threads; 0 = one per env, up to the cores.
         success_threshold: an episode succeeds when its return is strictly above this.
+        max_episode_steps: the time limit (gymnasium's for the same task).
+        transform: what the env receives for the policy's actions ``[N, A]`` (``envs.task.action_transform``).
     """
 
     def __init__(self, env_id: str, num_samplers: int, run_seed: int, num_threads: int = 0,
-                 success_threshold: float = 0.0, max_episode_steps: int = 1000) -> None:
+                 success_threshold: float = 0.0, max_episode_steps: int = 1000,
+                 transform: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> None:
         import envpool  # optional dependency: only this backend needs it
 
         self._make = lambda seed: envpool.make_gymnasium(env_id, num_envs=num_samplers, batch_size=num_samplers,
                                                          seed=seed, num_threads=num_threads,
                                                          max_episode_steps=max_episode_steps)
         self.num_samplers, self.run_seed, self.success_threshold = num_samplers, run_seed, success_threshold
+        self.transform = transform
         self.env = self._make(self._seed(0))
         obs_dim = int(np.prod(self.env.observation_space.shape))
         action_dim = int(np.prod(self.env.action_space.shape))
@@ -70,7 +76,7 @@ class EnvPoolSamplers:
         """
         buf = self.buf
         buf.actions[:] = actions
-        obs, reward, terminated, truncated, _ = self.env.step(buf.actions)
+        obs, reward, terminated, truncated, _ = self.env.step(self.transform(buf.actions))
         buf.reward[:] = reward
         buf.terminated[:] = terminated
         buf.truncated[:] = truncated & ~terminated
@@ -119,9 +125,9 @@ class EnvPoolSamplers:
 
 
 class EnvPoolTaskFactory(GymTaskFactory):
-    """LunarLander with envpool's C++ envs for training (``conf/env/lunar_lander_continuous_envpool.yaml``);
-    validation, test and videos stay on gymnasium's env and its fixed seeds. See ``EnvPoolSamplers`` above
-    for what differs.
+    """A task with envpool's C++ envs for training (``conf/env/*_envpool.yaml``); validation, test and videos
+    stay on gymnasium's env of the same task and its fixed seeds. See ``EnvPoolSamplers`` above for what
+    differs.
 
     Args:
         envpool_id: the envpool id of the same task.
@@ -132,7 +138,8 @@ class EnvPoolTaskFactory(GymTaskFactory):
     def __init__(self, env_id: str = "LunarLanderContinuous-v2", envpool_id: str = "LunarLanderContinuous-v2",
                  num_threads: int = 0, env_kwargs: dict[str, Any] | None = None, success_threshold: float = 0.0,
                  valid_episodes_per_sampler: int = 3, test_episodes_per_sampler: int = 3,
-                 heldout_episodes_per_sampler: int = 100) -> None:
+                 heldout_episodes_per_sampler: int = 100, action_handling: str = "clip",
+                 solved_reward: float | None = None) -> None:
         try:
             import envpool
         except ImportError:
@@ -147,10 +154,16 @@ class EnvPoolTaskFactory(GymTaskFactory):
         if env_kwargs:
             raise ValueError("env_kwargs: the envpool backend takes no gymnasium env kwargs")
         super().__init__(env_id, env_kwargs, success_threshold, valid_episodes_per_sampler, test_episodes_per_sampler,
-                         heldout_episodes_per_sampler)
+                         heldout_episodes_per_sampler, action_handling, solved_reward)
         self.envpool_id, self.num_threads = envpool_id, num_threads
+        spec = envpool.make_spec(envpool_id)
+        ours = (spec.observation_space.shape, spec.action_space.shape)
+        if ours != (self.observation_space.shape, self.action_space.shape):
+            raise ValueError(f"envpool_id: {envpool_id}'s observation and action shapes {ours} differ from "
+                             f"{self.env_id}'s {(self.observation_space.shape, self.action_space.shape)}")
 
     def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",
                        timeout_s: float = 30.0) -> Any:
         """All training envs in one envpool batch (``num_workers`` does not apply: envpool has its own threads)."""
-        return EnvPoolSamplers(self.envpool_id, num_samplers, run_seed, self.num_threads, self.success_threshold)
+        return EnvPoolSamplers(self.envpool_id, num_samplers, run_seed, self.num_threads, self.success_threshold,
+                               self.max_episode_steps or 1000, action_transform(self.action_space, self.action_handling))

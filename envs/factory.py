@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.samplers import Samplers
-from envs.task import MODES, GymTaskSampler, resolve_env_id
+from envs.task import MODES, GymTaskSampler, action_transform, make_env, resolve_env_id
 
 # Env seeds of the held-out episodes start here, far above any sampler's valid or test seeds.
 HELDOUT_SEED_OFFSET = 1_000_000
@@ -25,6 +25,12 @@ class GymTaskFactory:
         test_episodes_per_sampler: the same for test samplers (reference: 3).
         heldout_episodes_per_sampler: episodes of the held-out set (``test.episodes=heldout``), whose env seeds
             start at ``HELDOUT_SEED_OFFSET``: never played by validation, test or the bench's solve checks.
+        action_handling: what the env receives for the policy's action: ``clip`` to the Box bounds (default;
+            LunarLander clips itself the same way), ``rescale`` from [-1, 1] onto the bounds, ``none``.
+        solved_reward: the mean episode reward at which the task counts as solved (the sweep report's
+            time-to-threshold and the held-out checks; the run config's ``solved_reward``); None: none.
+
+    Any gymnasium env with a flat Box observation and a Box action space trains; others are refused here.
     """
 
     def __init__(
@@ -35,6 +41,8 @@ class GymTaskFactory:
         valid_episodes_per_sampler: int = 3,
         test_episodes_per_sampler: int = 3,
         heldout_episodes_per_sampler: int = 100,
+        action_handling: str = "clip",
+        solved_reward: float | None = None,
     ) -> None:
         for key, value in (("valid_episodes_per_sampler", valid_episodes_per_sampler),
                            ("test_episodes_per_sampler", test_episodes_per_sampler),
@@ -46,10 +54,18 @@ class GymTaskFactory:
         self.success_threshold = float(success_threshold)
         self.episodes_per_sampler = {"valid": valid_episodes_per_sampler, "test": test_episodes_per_sampler,
                                      "heldout": heldout_episodes_per_sampler}
-        probe = gym.make(self.env_id, **self.env_kwargs)
+        try:
+            probe = make_env(self.env_id, **self.env_kwargs)
+        except TypeError as e:  # an env_kwargs key the env does not take
+            raise ValueError(f"env_kwargs: {self.env_id}: {e}") from None
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
+        self.max_episode_steps = probe.spec.max_episode_steps if probe.spec is not None else None
         probe.close()
+        check_spaces(self.env_id, self.observation_space, self.action_space)
+        action_transform(self.action_space, action_handling)  # a bad value fails here, naming the key
+        self.action_handling = action_handling
+        self.solved_reward = solved_reward
 
     def task_seeds(self, mode: str, index: int) -> list[int] | None:
         """Fixed env seeds of sampler ``index`` in ``mode`` (``None`` for train): ``range(k*p, k*p + k)``, from
@@ -63,7 +79,7 @@ class GymTaskFactory:
     def make_fixed(self, seeds: list[int], render: bool = False) -> GymTaskSampler:
         """A sampler that plays exactly the episodes with env ``seeds``, in order."""
         return GymTaskSampler(self.env_id, self.env_kwargs, self.success_threshold, seed=None,
-                              task_seeds=list(seeds), render=render)
+                              task_seeds=list(seeds), render=render, action_handling=self.action_handling)
 
     def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",
                        timeout_s: float = 30.0) -> Any:
@@ -81,4 +97,16 @@ class GymTaskFactory:
             seed=np.random.SeedSequence([run_seed, index]).generate_state(1)[0].item(),
             task_seeds=self.task_seeds(mode, index),
             render=render,
+            action_handling=self.action_handling,
         )
+
+
+def check_spaces(env_id: str, observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:
+    """Refuse, in one line naming ``env_id``, an env the Gaussian MLP policy cannot train: it needs a flat Box
+    observation (a vector; not an image, dict or discrete one) and a Box action space."""
+    if not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"env_id: {env_id} has action space {action_space}; this launcher trains continuous "
+                         "(Box) actions with a Gaussian policy")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(f"env_id: {env_id} has observation space {observation_space}; the MLP policy needs a flat "
+                         "Box (a vector): flatten it with a gymnasium wrapper in your own registered env")

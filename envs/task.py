@@ -15,7 +15,9 @@ Episode metrics: ``reward`` (undiscounted return), ``ep_length`` (env steps) and
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -24,6 +26,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MODES = ("train", "valid", "test")
+ACTION_HANDLING = ("none", "clip", "rescale")
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -31,7 +34,15 @@ def resolve_env_id(env_id: str) -> str:
 
     A deprecated version (the tutorial's ``LunarLanderContinuous-v2``) maps to the newest
     registered version with one log line; an unknown id raises ``ValueError`` naming close ids.
+    ``module:Name-v0`` imports ``module`` first (a user's package that registers its env), as ``gym.make`` does.
     """
+    if ":" in env_id:
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"env_id: cannot import {module!r} for {env_id!r}: {e}") from None
+        return f"{module}:{resolve_env_id(name)}"
     if env_id in gym.registry:
         return env_id
     ns, name, version = gym.envs.registration.parse_env_id(env_id)
@@ -45,6 +56,38 @@ def resolve_env_id(env_id: str) -> str:
     raise ValueError(f"env_id: gymnasium does not know {env_id!r}{hint}")
 
 
+_mujoco_warnings_routed = False
+
+
+def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+    """``gym.make``; for a MuJoCo env, MuJoCo's own warnings go to this module's log at debug level, not to
+    stderr and a ``MUJOCO_LOG.TXT`` in the working folder (gymnasium's v5 models raise a harmless
+    deprecation warning on every make)."""
+    global _mujoco_warnings_routed
+    if not _mujoco_warnings_routed:
+        spec = gym.registry.get(env_id.split(":")[-1])
+        if spec is not None and "mujoco" in str(spec.entry_point):
+            import mujoco
+
+            mujoco.set_mju_user_warning(lambda message: log.debug("MuJoCo: %s", message))
+            _mujoco_warnings_routed = True
+    return gym.make(env_id, render_mode=render_mode, **kwargs)
+
+
+def action_transform(space: gym.spaces.Box, handling: str) -> Callable[[np.ndarray], np.ndarray]:
+    """What the env receives for a policy's action ``[..., A]``: ``none`` the action as is (LunarLander clips
+    itself), ``clip`` clipped to the Box bounds, ``rescale`` mapped from [-1, 1] onto [low, high], then clipped.
+    The rollout keeps the policy's own sample for the loss; MuJoCo charges control cost on what it receives."""
+    if handling not in ACTION_HANDLING:
+        raise ValueError(f"action_handling: must be one of {ACTION_HANDLING}, got {handling!r}")
+    low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+    if handling == "none":
+        return lambda a: a
+    if handling == "clip":
+        return lambda a: np.clip(a, low, high)
+    return lambda a: np.clip(low + (np.asarray(a, np.float32) + 1.0) * 0.5 * (high - low), low, high)
+
+
 class GymTaskSampler:
     """One env and its stream of tasks (episodes).
 
@@ -55,6 +98,7 @@ class GymTaskSampler:
         seed: seeds this sampler's RNG (train mode); ignored when ``task_seeds`` is given.
         task_seeds: fixed env seeds, one per episode (valid/test); ``None`` means endless train tasks.
         render: create the env with ``render_mode="rgb_array"`` (slower: only for videos).
+        action_handling: what the env receives for an action (:func:`action_transform`).
     """
 
     def __init__(
@@ -65,8 +109,10 @@ class GymTaskSampler:
         seed: int | None,
         task_seeds: list[int] | None,
         render: bool = False,
+        action_handling: str = "clip",
     ) -> None:
-        self.env = gym.make(env_id, render_mode="rgb_array" if render else None, **env_kwargs)
+        self.env = make_env(env_id, render_mode="rgb_array" if render else None, **env_kwargs)
+        self.transform = action_transform(self.env.action_space, action_handling)
         self.success_threshold = success_threshold
         self.task_seeds = task_seeds
         self.rng = np.random.default_rng(seed)
@@ -94,15 +140,16 @@ class GymTaskSampler:
         self.ep_return = 0.0
         self.ep_length = 0
         obs, _ = self.env.reset(seed=seed)
-        return obs
+        return np.asarray(obs, dtype=np.float32)  # MuJoCo's are float64; the policy takes float32
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict | None]:
-        """Step the env with an (unclipped) action; the env clips it itself.
+        """Step the env with a policy's action (the env receives ``action_handling``'s transform of it; the
+        episode's stored actions, replayed on resume, are the policy's own).
 
         Returns ``(obs, reward, terminated, truncated, metrics)``; ``metrics`` is the finished
         episode's dict (else ``None``) and ``obs`` is then the episode's final observation.
         """
-        obs, reward, terminated, truncated, _ = self.env.step(action)
+        obs, reward, terminated, truncated, _ = self.env.step(self.transform(action))
         self.actions.append(np.array(action, dtype=np.float32))
         self.ep_return += float(reward)
         self.ep_length += 1
@@ -114,7 +161,7 @@ class GymTaskSampler:
                 "success": float(self.ep_return > self.success_threshold),
                 "seed": self.episode_seed,
             }
-        return obs, float(reward), bool(terminated), bool(truncated), metrics
+        return np.asarray(obs, dtype=np.float32), float(reward), bool(terminated), bool(truncated), metrics
 
     def render(self) -> np.ndarray:
         """The current frame, ``[H, W, 3]`` uint8 (needs ``render=True``)."""

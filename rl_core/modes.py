@@ -107,7 +107,6 @@ def _build_model(cfg: DictConfig, factory: object) -> object:
 
 def train(cfg: DictConfig) -> float:
     """Build everything from ``cfg`` and train; returns the final validation mean reward."""
-    import gymnasium as gym
     import torch
 
     from rl_core.tracking.console import print_config_tree
@@ -126,15 +125,13 @@ def train(cfg: DictConfig) -> float:
     print_config_tree(cfg)
     group, name = job_identity()
     torch.manual_seed(cfg.seed)  # model init
-    factory = instantiate(cfg, "env")
-    if not isinstance(factory.action_space, gym.spaces.Box):
-        raise ConfigError(f"env.env_id: {factory.env_id} has action space {factory.action_space}; "
-                          f"{cfg.model._target_} needs a continuous (Box) one")
+    factory = instantiate(cfg, "env")  # refuses an env without flat Box observations and Box actions
     trainer = Trainer(
         run_dir=run_dir, task_factory=factory, model=_build_model(cfg, factory), loss=instantiate(cfg, "algo"),
         pipeline=instantiate(cfg, "pipeline"), machine=instantiate(cfg, "machine"),
         logger=instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
         resume=cfg.resume, init_weights=cfg.checkpoint, group=group, name=name,
+        solved_reward=cfg.solved_reward,
     )
     claim_for_training(run_dir, composed, cfg.resume, overwrite)
     clear_markers(run_dir, FAILED, PREEMPTED)
@@ -205,7 +202,7 @@ def report(cfg: DictConfig) -> float | None:
     if not read_sweep(sweep_dir):
         raise ConfigError(f"sweep_dir: {sweep_dir} holds no jobs of a multirun (folders with .hydra/overrides.yaml)")
     own_it(sweep_dir)
-    result = write_report(sweep_dir, float(cfg.solved_reward), report_logger(cfg), str(sweep_dir))
+    result = write_report(sweep_dir, cfg.solved_reward, report_logger(cfg), str(sweep_dir))
     print_report(result, sweep_dir)
     failed = [j for j in result["problems"] if j.status == "failed"]
     if failed:

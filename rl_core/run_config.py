@@ -135,8 +135,9 @@ def check_top_level(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
     if cfg.mode not in MODES:
         raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-    if not isinstance(cfg.solved_reward, (int, float)) or isinstance(cfg.solved_reward, bool):
-        raise ConfigError(f"solved_reward: expected a number, got {cfg.solved_reward!r}")
+    solved = cfg.solved_reward
+    if solved is not None and (not isinstance(solved, (int, float)) or isinstance(solved, bool)):
+        raise ConfigError(f"solved_reward: expected a number or null, got {solved!r}")
     if cfg.mode == "report" and not isinstance(cfg.sweep_dir, str):
         raise ConfigError(f"sweep_dir: report mode needs the folder of a multirun, got {cfg.sweep_dir!r}")
     if cfg.checkpoint is not None and not isinstance(cfg.checkpoint, str):

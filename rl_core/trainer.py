@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from envs.samplers import Samplers
 from rl_core.algo.compiled import CompiledLoss
 from rl_core.algo.pipeline import StageSettings, TrainingPipeline
 from rl_core.algo.ppo import PPOLoss, ppo_update, prepare_advantages
+from rl_core.algo.reward_scaling import RewardScaler
 from rl_core.algo.schedules import EnvStepLR, LinearDecay
 from rl_core.algo.storage import RolloutStorage
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
@@ -31,6 +33,7 @@ from rl_core.machine import Machine
 from rl_core.markers import DONE, read_marker, write_marker
 from rl_core.tracking.loggers import Logger, RunInfo
 from rl_core.tracking.progress import TrainProgress
+from rl_core.tracking.report import read_valid
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +136,17 @@ class Trainer:
         group / name: the sweep this job belongs to and a readable name, for the loggers.
         resume: continue from the newest checkpoint in ``run_dir``.
         init_weights: a checkpoint whose model weights start the run (optimizer and steps start fresh).
+        solved_reward: the env's solved score; with ``pipeline.heldout_checks`` the first checkpoint whose
+            validation reaches it also plays the held-out episodes (None: only the final one does).
     """
 
     def __init__(self, run_dir: Path, task_factory: GymTaskFactory, model: torch.nn.Module, loss: PPOLoss,
                  pipeline: TrainingPipeline, machine: Machine, logger: Logger, seed: int,
                  config: dict[str, Any], resume: bool = False, init_weights: str | None = None,
-                 group: str | None = None, name: str | None = None) -> None:
+                 group: str | None = None, name: str | None = None, solved_reward: float | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.solved_reward = solved_reward
+        self._reached_solved = False  # a validation reached solved_reward (set from valid.json on resume)
         self.factory, self.loss, self.pipeline, self.machine, self.logger = task_factory, loss, pipeline, machine, logger
         self.seed, self.config, self.group, self.name = seed, config, group, name
         self.device = machine.device
@@ -150,7 +157,8 @@ class Trainer:
                 raise ConfigError(f"pipeline.stages[{i}].loss_names: unknown loss {sorted(unknown)}; "
                                  f"available: ['{loss.name}']")
             mb = pipeline.settings(i).num_mini_batch
-            if mb > machine.num_samplers:  # minibatches split by sampler: each needs one at least
+            # minibatches split by sampler need one sampler each at least
+            if pipeline.settings(i).minibatch_size is None and mb > machine.num_samplers:
                 raise ConfigError(f"pipeline.stages[{i}]: num_mini_batch={mb} exceeds machine.num_samplers="
                                  f"{machine.num_samplers}; minibatches split the rollout by sampler")
         self.update_loss = CompiledLoss(loss) if machine.compile else loss
@@ -167,6 +175,8 @@ class Trainer:
                 if isinstance(fn, LinearDecay) and fn.steps is None:
                     fn.steps = pipeline.total_steps
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.reward_scaler = (RewardScaler(machine.num_samplers, pipeline.reward_clip)
+                              if pipeline.reward_scaling else None)
         self.state = TrainState()
         self.window = MetricWindow()
         self.resume_state: dict[str, Any] | None = None
@@ -207,6 +217,11 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["lr_scheduler"])
         self.state = TrainState(**ckpt["state"])
         self.generator.set_state(ckpt["generator"])
+        if self.reward_scaler is not None:
+            if ckpt.get("reward_scaler") is None:
+                raise CheckpointError(f"{path} was saved without reward scaling; resume it with "
+                                      "pipeline.reward_scaling=false, or start a new run")
+            self.reward_scaler.load_state_dict(ckpt["reward_scaler"])
         self.window.load_state_dict(ckpt["window"])
         log.info("resuming %s at step %d", path, self.state.total_steps)
 
@@ -220,6 +235,7 @@ class Trainer:
             "lr_scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "state": asdict(self.state),
             "generator": self.generator.get_state(),
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
             "samplers": samplers.state_dicts(),
             "window": self.window.state_dict(),
             "config": self.config,
@@ -244,9 +260,9 @@ class Trainer:
         self._update_wall()
         return summary, episodes
 
-    def _validate(self, ckpt: Path | None) -> dict[str, float]:
-        """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``; with
-        ``confirm_on_heldout``, a validation that reaches the stop target also plays the held-out set."""
+    def _validate(self, ckpt: Path | None, final: bool = False) -> dict[str, float]:
+        """Deterministic evaluation on the fixed valid tasks, logged as ``valid/*`` and to ``valid.json``; some
+        validations also play the held-out set (see ``_wants_heldout``), logged as ``heldout/*``."""
         t0 = time.perf_counter()
         summary, episodes = self._evaluate("valid")
         entry = {"training_steps": self.state.total_steps, "wall_s": round(self.state.wall_s, 2),
@@ -254,8 +270,7 @@ class Trainer:
         log.info("valid @ %d steps: reward %.1f, success %.2f, ep_length %.0f (%d episodes, %.1f s)",
                  self.state.total_steps, summary["reward"], summary["success"], summary["ep_length"],
                  len(episodes), time.perf_counter() - t0)
-        target = self.pipeline.stop_at_valid_reward
-        if self.pipeline.confirm_on_heldout and summary["reward"] >= target:
+        if ckpt is not None and self._wants_heldout(summary["reward"], final):
             t0 = time.perf_counter()
             heldout, _ = self._evaluate("heldout")
             entry["heldout"] = {**heldout, "wall_s": round(self.state.wall_s, 2)}
@@ -263,9 +278,22 @@ class Trainer:
             log.info("held-out @ %d steps: reward %.1f ± %.1f, success %.2f (%d episodes, %.1f s)",
                      self.state.total_steps, heldout["reward"], heldout["reward_std"], heldout["success"],
                      heldout["num_tasks_evaled"], time.perf_counter() - t0)
+        if self.solved_reward is not None and summary["reward"] >= self.solved_reward:
+            self._reached_solved = True
         with open(self.run_dir / "valid.json", "a") as f:  # one JSON object per line
             f.write(json.dumps(entry) + "\n")
         return summary
+
+    def _wants_heldout(self, reward: float, final: bool) -> bool:
+        """Play the held-out set: when a validation reaches the stop target (it may end the run, so it is
+        final, and ``confirm_on_heldout`` needs it), and with ``heldout_checks`` on the final checkpoint and the
+        first that reaches ``solved_reward``."""
+        stop = self.pipeline.stop_at_valid_reward
+        if stop is not None and reward >= stop and (self.pipeline.confirm_on_heldout or self.pipeline.heldout_checks):
+            return True
+        if not self.pipeline.heldout_checks:
+            return False
+        return final or (self.solved_reward is not None and reward >= self.solved_reward and not self._reached_solved)
 
     def _solved(self, summary: dict[str, float]) -> bool:
         """Whether a validation reached ``stop_at_valid_reward`` (and, when asked, so did the held-out set)."""
@@ -274,17 +302,11 @@ class Trainer:
             return False
         return not self.pipeline.confirm_on_heldout or summary.get("heldout_reward", -float("inf")) >= target
 
-    def _validated_steps(self) -> set[int]:
-        path = self.run_dir / "valid.json"
-        if not path.is_file():
-            return set()
-        steps = set()
-        for line in path.read_text().splitlines():
-            try:
-                steps.add(json.loads(line)["training_steps"])
-            except (ValueError, KeyError):
-                continue  # a line cut short by a kill
-        return steps
+    def _finishing(self) -> bool:
+        """Whether the rollout just done was the run's last (the last stage has run its steps)."""
+        last = len(self.pipeline.stages) - 1
+        return (self.state.stage_index == last
+                and self.state.stage_steps >= self.pipeline.stages[last].max_stage_steps)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -372,9 +394,13 @@ class Trainer:
                 obs = samplers.load_state_dicts(self.resume_state["samplers"]) if resumed else samplers.reset()
                 scheduled = resumed and self.resume_state.get("scheduled", True)
                 self.resume_state = None
-                if scheduled and self.state.total_steps not in self._validated_steps():
+                entries = read_valid(self.run_dir / "valid.json")
+                self._reached_solved = self.solved_reward is not None and any(
+                    e.get("reward", -math.inf) >= self.solved_reward for e in entries)
+                if scheduled and self.state.total_steps not in {e.get("training_steps") for e in entries}:
                     # the interrupted run saved its newest checkpoint but died before validating it
-                    last_valid = self._validate(checkpoint_path(self.run_dir, self.state.total_steps))
+                    last_valid = self._validate(checkpoint_path(self.run_dir, self.state.total_steps),
+                                                final=self._finishing())
                 obs = torch.from_numpy(obs).to(self.device)
                 if not resumed and self.pipeline.validate_initial_weights:
                     self._validate(None)
@@ -391,10 +417,17 @@ class Trainer:
                     self._collect(samplers, storage, settings)
                     t1 = time.perf_counter()
                     torch.set_num_threads(m.torch_threads)
+                    if self.reward_scaler is not None:
+                        self.reward_scaler.scale_(storage.rewards, torch.maximum(storage.terminated, storage.truncated),
+                                                  settings.gamma)
                     prepare_advantages(storage, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
                                        settings.bootstrap_truncation)
                     losses = ppo_update(self.model, self.update_loss, self.optimizer, storage, settings.update_repeats,
-                                        settings.num_mini_batch, settings.max_grad_norm, self.generator)
+                                        settings.num_mini_batch, settings.max_grad_norm, self.generator,
+                                        settings.minibatch_size)
+                    if getattr(self.model, "obs_norm", None) is not None:
+                        # after the update: collection and update of a rollout see the same statistics
+                        self.model.obs_norm.update(storage.obs[:-1])
                     storage.start_next()
                     obs = storage.obs[0]
                     steps = settings.num_steps * m.num_samplers
@@ -414,7 +447,7 @@ class Trainer:
                     if self.state.total_steps - self.state.last_log_steps >= self.pipeline.metric_accumulate_interval:
                         self._log_window()
                     if self.state.total_steps - self.state.last_save_steps >= self.pipeline.save_interval:
-                        last_valid = self._validate(self._save(samplers))
+                        last_valid = self._validate(self._save(samplers), final=self._finishing())
                         if self._solved(last_valid):
                             log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d%s: stopping",
                                      last_valid["reward"], self.pipeline.stop_at_valid_reward, self.state.total_steps,
@@ -430,7 +463,7 @@ class Trainer:
                 if self.window.steps:
                     self._log_window()
                 if self.state.last_save_steps != self.state.total_steps or not last_valid:
-                    last_valid = self._validate(self._save(samplers))
+                    last_valid = self._validate(self._save(samplers), final=True)
             self.logger.log_checkpoint(checkpoint_path(self.run_dir, self.state.total_steps), last_valid)
             failed = False
         finally:

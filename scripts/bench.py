@@ -18,7 +18,11 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
   fast preset's schedules, with libgomp's own spin-wait, with the launcher's shorter one (``GOMP_SPINCOUNT``
   set by ``launch.py``) and with ``machine.torch_threads=1``;
 * ``sb3``: the same for Stable-Baselines3 PPO with RL Zoo's hyperparameters (``scripts/sb3_solve.py``), side
-  by side, when stable-baselines3 is installed (``pip install -e '.[sb3]'``).
+  by side, when stable-baselines3 is installed (``pip install -e '.[sb3]'``);
+* ``suite``: continuous-control presets (``--suite-envs``) × ``--suite-seeds``, each with its recipe to its
+  budget: final held-out score as IQM with a 95% bootstrap CI beside the published PPO figures, wall seconds
+  per 1M env steps, curves; and training throughput against SB3 with the same hyperparameters on HalfCheetah
+  (``scripts/suite.py``, ``scripts/sb3_suite.py``).
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3")
+import suite  # noqa: E402 - scripts/suite.py: the suite section
+
+SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite")
 FAST = ["experiment=lunar_lander_fast"]
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
 SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL,
@@ -317,6 +324,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="160k-step default run, 1 seed for time-to-solve")
     parser.add_argument("--seeds", default="1,2,3", help="time-to-solve training seeds")
     parser.add_argument("--configs", default=",".join(SOLVE_CONFIGS), help="time-to-solve configs, comma-separated")
+    parser.add_argument("--suite-envs", default=",".join(suite.DEFAULT_ENVS),
+                        help=f"suite section: env presets, comma-separated, of {list(suite.SUITE)}")
+    parser.add_argument("--suite-seeds", default="1,2,3", help="suite section: training seeds")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -442,6 +452,19 @@ def main() -> None:
         results["time_to_solve"] = solve
         plot_solve({name: [r.get("curve", []) for r in s["runs"]] for name, s in solve.items()}, out / "solve_curves.png")
 
+    if "suite" in only:
+        envs = args.suite_envs.split(",")
+        unknown = set(envs) - set(suite.SUITE)
+        if unknown:
+            raise SystemExit(f"--suite-envs: unknown {sorted(unknown)}; choose from {list(suite.SUITE)}")
+        seeds = [int(s) for s in args.suite_seeds.split(",")][: 1 if args.quick else None]
+        table = results.get("suite", {})  # envs not run this time keep their figures
+        table.update(suite.run_suite(out, envs, seeds, launch, "envpool" in backends))
+        results["suite"] = table
+        suite.plot(table, out / "suite_curves.png")
+        if _has("stable_baselines3") and "half_cheetah" in envs:
+            results["suite_throughput"] = suite.sb3_side_by_side(out, launch, run_process)
+
     json_file.write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(results))
     print(markdown(results))
@@ -508,6 +531,8 @@ def markdown(r: dict) -> str:
                 + (f", robust {x['robust_env_steps']:,} / {x['robust_process_wall_s']}" if x.get("robust") else "")
                 for x in s["runs"])
             out += f"- {name}: {per}\n"
+    if r.get("suite"):
+        out += suite.markdown(r["suite"], r.get("suite_throughput"))
     return out
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import launch  # noqa: F401 - sets what launch.py sets before torch and MuJoCo load (MUJOCO_GL, GOMP_SPINCOUNT)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -42,7 +42,14 @@ def _assert_one_line_error(proc, *fragments):
     (["mode=play"], ["mode: must be one of train"]),
     (["logger=tb_wandb", "logger.wandb.mode=sometimes"], ["logger.wandb.mode: must be one of auto, online"]),
     (["pipeline.stop_at_valid_reward=high"], ["pipeline.stop_at_valid_reward: expected float | None, got 'high'"]),
-    (["solved_reward=abc"], ["solved_reward: expected a number, got 'abc'"]),
+    (["solved_reward=abc"], ["solved_reward: expected a number or null, got 'abc'"]),
+    (["env.env_id=CarRacing-v3"], ["env.env_id: CarRacing-v3 has observation space Box(0, 255, (96, 96, 3)", "flat Box"]),
+    (["env.env_id=nosuchpkg:MyEnv-v0"], ["env.env_id: cannot import 'nosuchpkg' for 'nosuchpkg:MyEnv-v0'"]),
+    (["env.action_handling=squash"], ["env.action_handling: must be one of ('none', 'clip', 'rescale'), got 'squash'"]),
+    (["+env.env_kwargs.gravity_x=1"], ["env.env_kwargs: LunarLanderContinuous-v3:", "gravity_x"]),
+    (["model.activation=gelu"], ["model.activation: must be one of ('tanh', 'relu'), got 'gelu'"]),
+    (["pipeline.minibatch_size=0"], ["pipeline.minibatch_size: must be >= 1, got 0 (stages[0])"]),
+    (["pipeline.reward_clip=0"], ["pipeline.reward_clip: must be > 0, got 0"]),
 ])
 def test_bad_config(launch_here, tmp_path, args, fragments):
     _assert_one_line_error(launch_here(*SMOKE, f"run_dir={tmp_path}", *args), *fragments)

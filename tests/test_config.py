@@ -28,7 +28,8 @@ def test_every_option_composes_checks_and_builds(group, option):
                                     action_dim=env.action_space.shape[0])
     for g in ("algo", "pipeline", "machine", "logger"):
         assert hydra.utils.instantiate(cfg[g]) is not None
-    assert model.action_dim == 2
+    assert (model.obs_dim, model.action_dim) == (env.observation_space.shape[0], env.action_space.shape[0])
+    assert isinstance(cfg.solved_reward, float) and cfg.solved_reward == env.solved_reward  # each env has its own
 
 
 def test_defaults_reproduce_the_reference():

@@ -46,3 +46,17 @@ def test_confirm_on_heldout_plays_the_heldout_episodes_before_stopping(launch_he
     assert "reached stop_at_valid_reward=-10000 at step 800 (held-out episodes too): stopping" in proc.stderr
     refused = launch_here("experiment=smoke", f"run_dir={tmp_path / 'b'}", "pipeline.confirm_on_heldout=true")
     assert refused.returncode == 2 and "pipeline.confirm_on_heldout: needs stop_at_valid_reward" in refused.stderr
+
+
+@pytest.mark.parametrize("solved, checks, played", [(-10000, "true", [400, 1600]), (10000, "true", [1600]),
+                                                     (-10000, "false", [])])
+def test_heldout_checks_play_the_first_checkpoint_reaching_solved_reward_and_the_final_one(
+        launch_here, tmp_path, solved, checks, played):
+    proc = launch_here("experiment=smoke", f"run_dir={tmp_path}", f"solved_reward={solved}",
+                       f"pipeline.heldout_checks={checks}", "pipeline.save_interval=400")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    valid = [json.loads(line) for line in (tmp_path / "valid.json").read_text().splitlines()]
+    assert [v["training_steps"] for v in valid] == [400, 800, 1200, 1600]
+    # -10000: every validation reaches it, only the first (400) plays; 10000: none does; the last always
+    assert [v["training_steps"] for v in valid if "heldout" in v] == played
+    assert all(v["heldout"]["num_tasks_evaled"] == 4 for v in valid if "heldout" in v)

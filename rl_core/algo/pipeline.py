@@ -7,8 +7,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-STAGE_SETTINGS = ("num_steps", "update_repeats", "num_mini_batch", "gamma", "use_gae", "gae_lambda",
-                  "bootstrap_truncation", "max_grad_norm")
+STAGE_SETTINGS = ("num_steps", "update_repeats", "num_mini_batch", "minibatch_size", "gamma", "use_gae",
+                  "gae_lambda", "bootstrap_truncation", "max_grad_norm")
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class StageSettings:
     num_steps: int
     update_repeats: int
     num_mini_batch: int
+    minibatch_size: int | None
     gamma: float
     use_gae: bool
     gae_lambda: float
@@ -34,7 +35,8 @@ class PipelineStage:
     """
 
     def __init__(self, max_stage_steps: int, loss_names: list[str] | None = None, num_steps: int | None = None,
-                 update_repeats: int | None = None, num_mini_batch: int | None = None, gamma: float | None = None,
+                 update_repeats: int | None = None, num_mini_batch: int | None = None,
+                 minibatch_size: int | None = None, gamma: float | None = None,
                  use_gae: bool | None = None, gae_lambda: float | None = None,
                  bootstrap_truncation: bool | None = None, max_grad_norm: float | None = None) -> None:
         if max_stage_steps <= 0:
@@ -53,7 +55,9 @@ class TrainingPipeline:
         lr_scheduler: a partial taking the optimizer (e.g. ``EnvStepLR`` with ``LinearDecay``), or None.
         num_steps: rollout length per sampler; one rollout is ``num_steps × samplers`` env steps.
         update_repeats: passes over each rollout.
-        num_mini_batch: minibatches per pass, split by sampler.
+        num_mini_batch: minibatches per pass, split by sampler (the reference's way).
+        minibatch_size: instead, shuffle the rollout's ``num_steps × samplers`` transitions each pass and cut
+            them into minibatches of this many (the last may be smaller); None: split by sampler.
         gamma, use_gae, gae_lambda, bootstrap_truncation: see ``rl_core.algo.ppo.compute_returns``.
         max_grad_norm: L2 gradient-norm clip.
         save_interval: checkpoint once this many env steps passed since the last (and at the end).
@@ -64,15 +68,23 @@ class TrainingPipeline:
         confirm_on_heldout: a validation that reaches ``stop_at_valid_reward`` also plays the held-out episodes
             (``env.heldout_episodes_per_sampler``, seeds no validation plays), logged as ``heldout/*`` and in
             ``valid.json``; the run stops only once their mean reaches the target too.
+        reward_scaling: divide training rewards by the running std of the discounted return
+            (:class:`rl_core.algo.reward_scaling.RewardScaler`); its state is saved in checkpoints.
+        reward_clip: clip scaled rewards to ±this.
+        heldout_checks: also play the held-out episodes on the first checkpoint whose validation reaches the
+            run's ``solved_reward`` and on the final checkpoint (claims are made on them: the sweep report's
+            held-out columns); ~1-2 s per 100 LunarLander episodes.
     """
 
     def __init__(self, stages: list[PipelineStage], optimizer: Callable[..., torch.optim.Optimizer],
                  lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-                 num_steps: int = 2000, update_repeats: int = 80, num_mini_batch: int = 1, gamma: float = 0.99,
-                 use_gae: bool = False, gae_lambda: float = 0.95, bootstrap_truncation: bool = False,
+                 num_steps: int = 2000, update_repeats: int = 80, num_mini_batch: int = 1,
+                 minibatch_size: int | None = None, gamma: float = 0.99, use_gae: bool = False,
+                 gae_lambda: float = 0.95, bootstrap_truncation: bool = False,
                  max_grad_norm: float = 100.0, save_interval: int = 200_000,
                  metric_accumulate_interval: int = 50_000, validate_initial_weights: bool = False,
-                 stop_at_valid_reward: float | None = None, confirm_on_heldout: bool = False) -> None:
+                 stop_at_valid_reward: float | None = None, confirm_on_heldout: bool = False,
+                 reward_scaling: bool = False, reward_clip: float = 10.0, heldout_checks: bool = True) -> None:
         args = dict(locals())
         if not stages:
             raise ValueError("stages: needs at least one stage")
@@ -91,11 +103,17 @@ class TrainingPipeline:
         if confirm_on_heldout and stop_at_valid_reward is None:
             raise ValueError("confirm_on_heldout: needs stop_at_valid_reward, the reward to confirm")
         self.confirm_on_heldout = confirm_on_heldout
+        self.heldout_checks = heldout_checks
+        if reward_clip <= 0:
+            raise ValueError(f"reward_clip: must be > 0, got {reward_clip}")
+        self.reward_scaling, self.reward_clip = reward_scaling, reward_clip
         self.defaults = {k: args[k] for k in STAGE_SETTINGS}
         for i, stage in enumerate(stages):
             settings = self.settings(i)
             if settings.num_mini_batch < 1 or settings.num_steps < 1 or settings.update_repeats < 1:
                 raise ValueError(f"stages[{i}]: num_steps, update_repeats and num_mini_batch must be >= 1")
+            if settings.minibatch_size is not None and settings.minibatch_size < 1:
+                raise ValueError(f"minibatch_size: must be >= 1, got {settings.minibatch_size} (stages[{i}])")
 
     @property
     def total_steps(self) -> int:

@@ -127,15 +127,16 @@ def prepare_advantages(storage: RolloutStorage, loss: PPOLoss, gamma: float, use
 
 def ppo_update(model: nn.Module, loss: LossFn, optimizer: torch.optim.Optimizer, storage: RolloutStorage,
                update_repeats: int, num_mini_batch: int, max_grad_norm: float,
-               generator: torch.Generator | None = None) -> dict[str, float]:
-    """``update_repeats`` passes over the rollout, ``num_mini_batch`` optimizer steps each.
+               generator: torch.Generator | None = None, minibatch_size: int | None = None) -> dict[str, float]:
+    """``update_repeats`` passes over the rollout, ``num_mini_batch`` optimizer steps each (or one per
+    ``minibatch_size`` shuffled transitions).
 
     Returns the loss terms averaged over all optimizer steps (``total_loss`` included).
     """
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=storage.obs.device))
     n = 0
     for _ in range(update_repeats):
-        for batch in storage.minibatches(num_mini_batch, generator):
+        for batch in storage.minibatches(num_mini_batch, generator, minibatch_size):
             total, info = loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             total.backward()

@@ -36,18 +36,26 @@ class RolloutStorage:
         """Carry the last observation over as the first of the next rollout."""
         self.obs[0].copy_(self.obs[-1])
 
-    def minibatches(self, num_mini_batch: int, generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield ``num_mini_batch`` batches split by sampler (not by time step), flattened to ``[T*n, ...]``.
+    def minibatches(self, num_mini_batch: int, generator: torch.Generator | None = None,
+                    minibatch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield ``num_mini_batch`` batches split by sampler (not by time step), flattened to ``[T*n, ...]``;
+        or, with ``minibatch_size``, the ``T*N`` transitions shuffled and cut into batches of that many.
 
         A single minibatch is the whole rollout as views (no copy): the reference's 80 full-batch
         repeats would otherwise copy 16,000 steps each time.
         """
         fields = {"obs": self.obs[:-1], "actions": self.actions, "old_log_probs": self.log_probs,
                   "old_values": self.values[:-1], "returns": self.returns, "advantages": self.advantages}
+        device = generator.device if generator is not None else self.obs.device
+        if minibatch_size is not None:
+            flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in fields.items()}
+            perm = torch.randperm(self.num_steps * self.num_samplers, generator=generator, device=device)
+            for idx in perm.to(self.obs.device).split(minibatch_size):
+                yield {k: v[idx] for k, v in flat.items()}
+            return
         if num_mini_batch == 1:
             yield {k: v.reshape(-1, *v.shape[2:]) for k, v in fields.items()}
             return
-        device = generator.device if generator is not None else self.obs.device
         perm = torch.randperm(self.num_samplers, generator=generator, device=device).to(self.obs.device)
         # tensor_split, not chunk: exactly num_mini_batch batches (sizes differ by at most one sampler);
         # chunk gives fewer when the samplers do not divide (4 samplers in 3 → 2 batches of 2).

@@ -37,6 +37,26 @@ class Tester:
         self.device = machine.device
         self.tasks = fixed_tasks(factory, selection.episodes, machine.test_samplers)
         self.tag = "test" if selection.episodes == "test" else selection.episodes  # TensorBoard: test/*, heldout/*
+        self.can_film = True
+
+    def _probe_rendering(self) -> bool:
+        """Whether the env renders here; if not, warn once: test mode then writes no videos, nothing else changes."""
+        try:
+            sampler = self.factory.make_fixed([0], render=True)
+            try:
+                sampler.reset()
+                frame = sampler.render()
+            finally:
+                sampler.close()
+            if frame is None:
+                raise RuntimeError("render() returned no frame")
+            return True
+        except Exception as e:  # noqa: BLE001 - any GL failure (no EGL/OSMesa library, no display) means no video
+            log.warning("no videos: %s cannot render on this machine (%s: %s). On a headless Linux machine MuJoCo "
+                        "needs Mesa's EGL (Debian: apt-get install libegl1 libegl-mesa0) with MUJOCO_GL=egl, "
+                        "which launch.py sets when there is no display", self.factory.env_id, type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "")
+            return False
 
     def _test_one(self, steps: int, path: Path) -> dict[str, Any]:
         ckpt = load_checkpoint(path, self.device)
@@ -44,7 +64,7 @@ class Tester:
         self.model.to(self.device).eval()
         training_steps = ckpt.get("state", {}).get("total_steps", steps)
         clip = None
-        if self.selection.video:
+        if self.selection.video and self.can_film:
             filmed = self.tasks[:self.selection.video_max_episodes]
             clip = GridClip([f"ep {i} seed {s}" for i, (_, s) in enumerate(filmed)], self.selection.video_max_frames)
         generator = torch.Generator(device=self.device).manual_seed(self.seed)
@@ -70,6 +90,8 @@ class Tester:
     def run(self, checkpoints: list[tuple[int, Path]]) -> tuple[list[dict[str, Any]], list[str]]:
         """Test each checkpoint; a bad one is named and skipped. Returns (results, failures)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.selection.video:
+            self.can_film = self._probe_rendering()
         torch.set_num_threads(1)  # batch-of-a-few inference: more threads only wait on each other
         self.logger.open(self.run_info)
         results: list[dict[str, Any]] = []

@@ -42,6 +42,7 @@ class JobRecord:
     error: str | None = None
     final_reward: float | None = None
     curve: list[tuple[int, float, float]] = field(default_factory=list)  # (env steps, valid reward, wall s)
+    heldout: dict[int, float] = field(default_factory=dict)  # env steps -> mean reward on the held-out episodes
 
     def settings(self) -> list[str]:
         """The overrides that make this job's experiment: all but the seed (and resume)."""
@@ -58,8 +59,18 @@ class JobRecord:
                 return steps, wall_s
         return None
 
+    def heldout_at_first_solve(self, threshold: float) -> float | None:
+        """Held-out reward of the checkpoint that first reached ``threshold`` on validation (if it was played)."""
+        reached = self.first_reaching(threshold)
+        return self.heldout.get(reached[0]) if reached else None
 
-def _read_valid(path: Path) -> list[dict[str, Any]]:
+    def heldout_final(self) -> float | None:
+        """Held-out reward of a finished job's final checkpoint."""
+        return self.heldout.get(self.curve[-1][0]) if self.status == "finished" and self.curve else None
+
+
+def read_valid(path: Path) -> list[dict[str, Any]]:
+    """The entries of a run's ``valid.json`` in step order, one per step, skipping a line cut short by a kill."""
     entries = []
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
@@ -84,14 +95,17 @@ def read_job(path: Path) -> JobRecord:
             seed = int(value) if value.lstrip("-").isdigit() else value  # a job with a bad seed failed: listed as is
     if seed is None and (path / "config.yaml").is_file():
         seed = OmegaConf.load(path / "config.yaml").get("seed")
-    curve = [(int(e["training_steps"]), float(e["reward"]), float(e.get("wall_s", math.nan)))
-             for e in _read_valid(path / "valid.json")]
+    entries = read_valid(path / "valid.json")
+    curve = [(int(e["training_steps"]), float(e["reward"]), float(e.get("wall_s", math.nan))) for e in entries]
+    heldout = {int(e["training_steps"]): float(e["heldout"]["reward"]) for e in entries if "heldout" in e}
     done, failed = read_marker(path, DONE), read_marker(path, FAILED)
     if done is not None:
-        return JobRecord(path.name, path, overrides, seed, "finished", final_reward=done.get("reward"), curve=curve)
+        return JobRecord(path.name, path, overrides, seed, "finished", final_reward=done.get("reward"), curve=curve,
+                         heldout=heldout)
     if failed is not None:
-        return JobRecord(path.name, path, overrides, seed, "failed", error=failed.get("error"), curve=curve)
-    return JobRecord(path.name, path, overrides, seed, "unfinished", curve=curve)
+        return JobRecord(path.name, path, overrides, seed, "failed", error=failed.get("error"), curve=curve,
+                         heldout=heldout)
+    return JobRecord(path.name, path, overrides, seed, "unfinished", curve=curve, heldout=heldout)
 
 
 def read_sweep(sweep_dir: Path) -> list[JobRecord]:
@@ -139,6 +153,14 @@ def group_stats(name: str, jobs: list[JobRecord], threshold: float) -> dict[str,
         row.update(mean=math.nan, std=math.nan, iqm=math.nan, ci_low=math.nan, ci_high=math.nan)
     row.update(reached=int(np.isfinite(steps).sum()), steps_to_threshold=float(np.median(steps)),
                wall_s_to_threshold=float(np.median(walls)))
+    # held-out episodes (seeds no validation plays): what claims are made on
+    at_solve = np.array([h for j in jobs if (h := j.heldout_at_first_solve(threshold)) is not None], dtype=float)
+    final = np.array([h for j in jobs if (h := j.heldout_final()) is not None], dtype=float)
+    row.update(heldout_at_solve_iqm=iqm(at_solve) if len(at_solve) else math.nan, heldout_at_solve_n=len(at_solve),
+               heldout_final_iqm=iqm(final) if len(final) else math.nan, heldout_final_n=len(final),
+               heldout_final_holding=int((final >= threshold).sum()))
+    lo, hi = bootstrap_ci(final) if len(final) else (math.nan, math.nan)
+    row.update(heldout_final_ci_low=lo, heldout_final_ci_high=hi)
     return row
 
 
@@ -161,12 +183,22 @@ def _fmt(x: float, spec: str = ".1f") -> str:
     return "—" if x is None or not math.isfinite(x) else format(x, spec)
 
 
+def _label(threshold: float) -> str:
+    return f"{threshold:g}" if math.isfinite(threshold) else "solved_reward (none set)"
+
+
 def markdown_table(rows: list[dict[str, Any]], threshold: float) -> str:
-    head = (f"| group | seeds | final valid reward (mean ± std) | IQM | 95% CI | env steps to {threshold:g} "
-            f"| wall s to {threshold:g} | reached |\n|---|---|---|---|---|---|---|---|\n")
+    threshold = _label(threshold)
+    head = (f"| group | seeds | final valid reward (mean ± std) | IQM | 95% CI | env steps to {threshold} "
+            f"| wall s to {threshold} | reached | held-out at first {threshold} (IQM) "
+            f"| held-out final (IQM) | 95% CI | final held-out ≥ {threshold} |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| `{r['group']}` | {r['seeds']}/{r['jobs']} | {_fmt(r['mean'])} ± {_fmt(r['std'])} | {_fmt(r['iqm'])} "
              f"| [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {_fmt(r['steps_to_threshold'], ',.0f')} "
-             f"| {_fmt(r['wall_s_to_threshold'], '.0f')} | {r['reached']}/{r['jobs']} |" for r in rows]
+             f"| {_fmt(r['wall_s_to_threshold'], '.0f')} | {r['reached']}/{r['jobs']} "
+             f"| {_fmt(r['heldout_at_solve_iqm'])} (n={r['heldout_at_solve_n']}) | {_fmt(r['heldout_final_iqm'])} "
+             f"| [{_fmt(r['heldout_final_ci_low'])}, {_fmt(r['heldout_final_ci_high'])}] "
+             f"| {r['heldout_final_holding']}/{r['heldout_final_n']} |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 
@@ -198,7 +230,8 @@ def plot_curves(groups: dict[str, list[JobRecord]], path: Path, threshold: float
     if not drawn:
         plt.close(fig)
         return None
-    ax.axhline(threshold, color="grey", ls="--", lw=1)
+    if math.isfinite(threshold):
+        ax.axhline(threshold, color="grey", ls="--", lw=1)
     ax.set_xlabel("env steps (summed over samplers)")
     ax.set_ylabel("valid reward (mean over seeds)")
     ax.set_title("validation reward: mean over seeds, 95% bootstrap CI, each seed thin")
@@ -210,25 +243,31 @@ def plot_curves(groups: dict[str, list[JobRecord]], path: Path, threshold: float
     return path
 
 
-def write_report(sweep_dir: Path, threshold: float = 200.0, logger: Any = None,
+def write_report(sweep_dir: Path, threshold: float | None = 200.0, logger: Any = None,
                  group_name: str | None = None) -> dict[str, Any]:
     """Read every job of ``sweep_dir``, write report.md / report.csv / report_curves.png into it.
+
+    ``threshold``: the solved score for time-to-threshold and the held-out columns (None: those stay empty).
 
     Returns {"rows": [...], "problems": [JobRecord, ...], "markdown": str}. ``logger`` (optional) gets
     the table and the figure as a ``report`` run of the sweep's group.
     """
     sweep_dir = Path(sweep_dir)
+    threshold = math.nan if threshold is None else float(threshold)  # nothing reaches NaN
     jobs = read_sweep(sweep_dir)
     groups = group_jobs(jobs)
     rows = [group_stats(name, g, threshold) for name, g in groups.items()]
     common = sorted(common_settings(jobs))
     problems = [j for j in jobs if j.status != "finished"]
     image = plot_curves(groups, sweep_dir / "report_curves.png", threshold)
+    label = _label(threshold)
     md = [f"# Sweep report: {sweep_dir}\n\n",
           f"{len(jobs)} jobs in {len(groups)} groups; {len(jobs) - len(problems)} finished. Final valid reward = "
           f"the last validation of each finished job; IQM = interquartile mean; CI = 95% percentile bootstrap of "
-          f"the mean over seeds. Time to {threshold:g}: the first validation with mean reward ≥ {threshold:g}, "
-          "median over the group's seeds (a seed that never reached it counts as never).\n\n",
+          f"the mean over seeds. Time to {label}: the first validation with mean reward ≥ {label}, "
+          "median over the group's seeds (a seed that never reached it counts as never). Held-out: the mean "
+          "reward over episodes on env seeds that validation never plays (`env.heldout_episodes_per_sampler`), of "
+          f"the checkpoint that first validated ≥ {label} and of the final one; claims rest on these.\n\n",
           f"Settings shared by all jobs: `{' '.join(common) or '(none)'}`.\n\n" if jobs else "",
           markdown_table(rows, threshold)]
     if problems:
@@ -260,13 +299,15 @@ def print_report(result: dict[str, Any], sweep_dir: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"sweep report: {sweep_dir}")
-    for col in ("group", "seeds", "final reward", "IQM", "95% CI", "steps to thr.", "wall s", "reached"):
+    for col in ("group", "seeds", "final reward", "IQM", "95% CI", "steps to thr.", "wall s", "reached",
+                "held-out@solve", "held-out final", "held"):
         table.add_column(col, justify="left" if col == "group" else "right")
     for r in result["rows"]:
         table.add_row(r["group"], f"{r['seeds']}/{r['jobs']}", f"{_fmt(r['mean'])} ± {_fmt(r['std'])}",
                       _fmt(r["iqm"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
                       _fmt(r["steps_to_threshold"], ",.0f"), _fmt(r["wall_s_to_threshold"], ".0f"),
-                      f"{r['reached']}/{r['jobs']}")
+                      f"{r['reached']}/{r['jobs']}", _fmt(r["heldout_at_solve_iqm"]), _fmt(r["heldout_final_iqm"]),
+                      f"{r['heldout_final_holding']}/{r['heldout_final_n']}")
     console = Console(stderr=True, width=160)
     console.print(table)
     for j in result["problems"]:
@@ -291,7 +332,7 @@ class SweepReport(Callback):
     """Hydra callback: writes the sweep report when a multirun ends, also when a job failed (the sweep
     then raises before ``on_multirun_end``, so the report is written at exit instead)."""
 
-    def __init__(self, threshold: float = 200.0, enabled: bool = True) -> None:
+    def __init__(self, threshold: float | None = 200.0, enabled: bool = True) -> None:
         self.threshold, self.enabled = threshold, enabled
         self.pending: tuple[Path, DictConfig] | None = None
 

@@ -123,3 +123,33 @@ def test_log_prob_and_entropy_of_the_fixed_std():
     assert torch.allclose(model.log_prob(mean, actions), expected)
     entropy = 0.5 * math.log(2 * math.pi * math.e * 0.25)  # ≈ 0.7258 nats per dimension
     assert torch.allclose(model.entropy(mean), torch.full((3, 2), entropy))
+
+
+def test_relu_training_mlp_matches_per_layer_autograd():
+    torch.manual_seed(5)
+    model = MemorylessActorCritic(8, 3, hidden_sizes=(32, 16), activation="relu", squash_mean=False)
+    obs = torch.randn(512, 8)
+    upstream = torch.randn(512, 3), torch.randn(512)
+    ref = torch.nn.Sequential(*model.actor), torch.nn.Sequential(*model.critic)
+    assert isinstance(model.actor[1], torch.nn.ReLU)
+    results = []
+    for forward in (model, lambda o: (ref[0](o), ref[1](o).squeeze(-1))):
+        mean, value = forward(obs)
+        grads = torch.autograd.grad((mean * upstream[0]).sum() + (value * upstream[1]).sum(), list(model.parameters()))
+        results.append((mean, value, grads))
+    (mean, value, grads), (ref_mean, ref_value, ref_grads) = results
+    assert torch.equal(mean, ref_mean) and torch.equal(value, ref_value)
+    assert mean.abs().max() > 0 and not torch.equal(mean, torch.tanh(mean))  # a linear mean
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-5, atol=1e-6 * r.abs().max().item())
+
+
+def test_orthogonal_init_gains_and_zero_biases():
+    model = MemorylessActorCritic(11, 3, hidden_sizes=(64, 64), init="orthogonal")
+    hidden = model.actor[2].weight  # 64 x 64: orthogonal rows scaled by sqrt(2)
+    assert torch.allclose(hidden @ hidden.T, 2 * torch.eye(64), atol=1e-4)
+    out = model.actor[4].weight  # 3 x 64: rows orthonormal times 0.01
+    assert torch.allclose(out @ out.T, 1e-4 * torch.eye(3), atol=1e-7)
+    critic_out = model.critic[4].weight
+    assert torch.allclose(critic_out @ critic_out.T, torch.eye(1), atol=1e-5)
+    assert all(torch.count_nonzero(m.bias) == 0 for m in (*model.actor, *model.critic) if isinstance(m, torch.nn.Linear))

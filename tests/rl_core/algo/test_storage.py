@@ -43,3 +43,22 @@ def test_minibatches_that_do_not_divide_the_samplers_are_as_many_as_asked():
     sizes = sorted(b["obs"][:, 0].unique().numel() for b in batches)
     assert sizes == [1, 1, 2]  # 4 samplers in 3 batches, each sampler in one
     assert sorted(torch.cat([b["obs"][:, 0].unique() for b in batches]).tolist()) == [0, 1, 2, 3]
+
+
+def test_transition_minibatches_shuffle_every_step_of_every_sampler_once_per_pass():
+    s = _storage()  # 3 steps x 4 samplers = 12 transitions
+    batches = list(s.minibatches(1, torch.Generator().manual_seed(0), minibatch_size=5))
+    assert [len(b["returns"]) for b in batches] == [5, 5, 2]  # the last one is what is left
+    rows = torch.cat([b["obs"] for b in batches])
+    assert sorted(map(tuple, rows.tolist())) == sorted((float(n), float(t)) for n in range(4) for t in range(3))
+    for b in batches:  # each row's fields stay together: returns[t, n] = 4t + n
+        assert torch.equal(b["returns"], 4 * b["obs"][:, 1] + b["obs"][:, 0])
+    # not by sampler: the first batch mixes samplers and steps
+    assert len(batches[0]["obs"][:, 0].unique()) > 1 and len(batches[0]["obs"][:, 1].unique()) > 1
+
+
+def test_a_single_sampler_can_minibatch_over_its_steps():
+    s = RolloutStorage(num_steps=8, num_samplers=1, obs_dim=1, action_dim=1, log_prob_dims=1, device=torch.device("cpu"))
+    s.returns.copy_(torch.arange(8.0).reshape(8, 1))
+    batches = list(s.minibatches(1, torch.Generator().manual_seed(1), minibatch_size=2))
+    assert len(batches) == 4 and sorted(torch.cat([b["returns"] for b in batches]).tolist()) == list(range(8))

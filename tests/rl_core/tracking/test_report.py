@@ -9,13 +9,17 @@ import pytest
 from rl_core.tracking.report import bootstrap_ci, iqm, write_report
 
 
-def _job(sweep, num, overrides, curve, status="finished", error=None):
-    """A job dir as a training job leaves it: overrides, valid.json, DONE or FAILED."""
+def _job(sweep, num, overrides, curve, status="finished", error=None, heldout=None):
+    """A job dir as a training job leaves it: overrides, valid.json (``heldout``: steps -> held-out reward),
+    DONE or FAILED."""
     d = sweep / str(num)
     (d / ".hydra").mkdir(parents=True)
     (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (d / "valid.json").write_text("".join(json.dumps({"training_steps": s, "wall_s": w, "reward": r}) + "\n"
-                                          for s, r, w in curve))
+    heldout = heldout or {}
+    (d / "valid.json").write_text("".join(
+        json.dumps({"training_steps": s, "wall_s": w, "reward": r,
+                    **({"heldout": {"reward": heldout[s], "wall_s": w}} if s in heldout else {})}) + "\n"
+        for s, r, w in curve))
     if status == "finished":
         (d / "DONE").write_text(json.dumps({"total_steps": curve[-1][0], "reward": curve[-1][1]}))
     elif status == "failed":
@@ -89,3 +93,21 @@ def test_report_mode_exits_non_zero_when_a_job_failed(launch_here, tmp_path):
     assert failed.returncode == 4 and "Traceback" not in failed.stderr
     assert f"error: 1 job(s) of {sweep} failed (1; listed above and in {sweep / 'report.md'})" in failed.stderr
     assert "| 1 | failed |" in (sweep / "report.md").read_text()
+
+
+def test_report_gives_the_heldout_score_at_the_first_solve_and_at_the_end(tmp_path):
+    sweep = tmp_path / "sweep"
+    # seed 1 first validates >= 200 at step 200 (held-out 150 there) and ends at 300 (held-out 230);
+    # seed 2 at 100 (held-out 240), ends 300 (210); seed 3 never reaches it, ends with held-out 90
+    _job(sweep, 0, ["seed=1"], [(100, 50, 10), (200, 220, 20), (300, 250, 30)], heldout={200: 150, 300: 230})
+    _job(sweep, 1, ["seed=2"], [(100, 201, 9), (200, 190, 19), (300, 260, 29)], heldout={100: 240, 300: 210})
+    _job(sweep, 2, ["seed=3"], [(100, -20, 11), (300, 150, 31)], heldout={300: 90})
+    _job(sweep, 3, ["seed=4"], [(100, 230, 10)], heldout={100: 260}, status="failed", error="killed")
+    (row,) = write_report(sweep, threshold=200)["rows"]
+    # at first solve: 150, 240 and the failed job's 260 (it did solve): n=3, nothing cut
+    assert row["heldout_at_solve_n"] == 3 and row["heldout_at_solve_iqm"] == pytest.approx((150 + 240 + 260) / 3)
+    # final: finished jobs only: 230, 210, 90; two of three hold 200
+    assert row["heldout_final_n"] == 3 and row["heldout_final_iqm"] == pytest.approx((230 + 210 + 90) / 3)
+    assert row["heldout_final_holding"] == 2 and 90 <= row["heldout_final_ci_low"] < row["heldout_final_ci_high"] <= 230
+    md = (sweep / "report.md").read_text()
+    assert "| held-out at first 200 (IQM) | held-out final (IQM) |" in md and "| 216.7 (n=3) | 176.7 |" in md
