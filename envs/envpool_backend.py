@@ -163,7 +163,10 @@ class EnvPoolTaskFactory(GymTaskFactory):
                              f"{self.env_id}'s {(self.observation_space.shape, self.action_space.shape)}")
 
     def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",
-                       timeout_s: float = 30.0) -> Any:
-        """All training envs in one envpool batch (``num_workers`` does not apply: envpool has its own threads)."""
+                       timeout_s: float = 30.0, first_index: int = 0) -> Any:
+        """All training envs in one envpool batch (``num_workers`` does not apply: envpool has its own threads);
+        a rank's block (``first_index`` > 0) seeds its batch from the run seed and its first index."""
+        if first_index:
+            run_seed = int(np.random.SeedSequence([run_seed, first_index]).generate_state(1)[0] % (2**31 - 1))
         return EnvPoolSamplers(self.envpool_id, num_samplers, run_seed, self.num_threads, self.success_threshold,
                                self.max_episode_steps or 1000, action_transform(self.action_space, self.action_handling))

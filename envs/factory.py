@@ -82,9 +82,11 @@ class GymTaskFactory:
                               task_seeds=list(seeds), render=render, action_handling=self.action_handling)
 
     def train_samplers(self, num_samplers: int, num_workers: int, run_seed: int, start_method: str = "spawn",
-                       timeout_s: float = 30.0) -> Any:
-        """The training samplers: gymnasium envs in this process and ``num_workers`` worker processes."""
-        return Samplers(self, "train", num_samplers, num_workers, run_seed, start_method, timeout_s=timeout_s)
+                       timeout_s: float = 30.0, first_index: int = 0) -> Any:
+        """The training samplers: gymnasium envs in this process and ``num_workers`` worker processes.
+        ``first_index``: the global index of the first (one rank's block of a multi-rank run), which seeds it."""
+        source = OffsetSource(self, first_index) if first_index else self
+        return Samplers(source, "train", num_samplers, num_workers, run_seed, start_method, timeout_s=timeout_s)
 
     def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler:
         """Sampler ``index`` of ``mode``; its RNG is seeded from ``(run_seed, index)``."""
@@ -99,6 +101,18 @@ class GymTaskFactory:
             render=render,
             action_handling=self.action_handling,
         )
+
+
+class OffsetSource:
+    """``factory`` with its samplers' indices shifted by ``offset``: sampler ``i`` of a rank's block is the
+    experiment's sampler ``offset + i``, seeded as such (picklable into worker processes)."""
+
+    def __init__(self, factory: GymTaskFactory, offset: int) -> None:
+        self.factory, self.offset = factory, offset
+        self.observation_space, self.action_space = factory.observation_space, factory.action_space
+
+    def make(self, mode: str, index: int, run_seed: int, render: bool = False) -> GymTaskSampler:
+        return self.factory.make(mode, self.offset + index, run_seed, render)
 
 
 def check_spaces(env_id: str, observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:

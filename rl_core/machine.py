@@ -23,11 +23,14 @@ class Machine:
         start_method: multiprocessing start method for the workers.
         worker_timeout_s: a worker that has not answered one step within this many seconds is reported as
             hung (named, with whether its process is stopped) and the run stops.
+        collective_timeout_s: with several ranks (torchrun, SLURM tasks), the longest any rank waits in a
+            collective (gradient average, checkpoint): a rank that died or hangs makes the others fail within it.
     """
 
     def __init__(self, num_samplers: int = 8, num_workers: int | None = 0, valid_samplers: int = 1,
                  test_samplers: int = 1, devices: list[int] | None = None, torch_threads: int | None = None,
-                 start_method: str = "spawn", compile: bool = False, worker_timeout_s: float = 30.0) -> None:
+                 start_method: str = "spawn", compile: bool = False, worker_timeout_s: float = 30.0,
+                 collective_timeout_s: float = 300.0) -> None:
         for key in ("num_samplers", "valid_samplers", "test_samplers"):
             if locals()[key] < 1:
                 raise ValueError(f"{key}: must be >= 1, got {locals()[key]}")
@@ -37,6 +40,8 @@ class Machine:
             raise ValueError(f"torch_threads: must be >= 1 or null, got {torch_threads}")
         if worker_timeout_s <= 0:
             raise ValueError(f"worker_timeout_s: must be > 0, got {worker_timeout_s}")
+        if collective_timeout_s <= 0:
+            raise ValueError(f"collective_timeout_s: must be > 0, got {collective_timeout_s}")
         if start_method not in START_METHODS:
             raise ValueError(f"start_method: must be one of {START_METHODS}, got {start_method!r}")
         self.devices = list(devices or [])
@@ -53,6 +58,7 @@ class Machine:
         self.start_method = start_method
         self.compile = compile
         self.worker_timeout_s = worker_timeout_s
+        self.collective_timeout_s = collective_timeout_s
 
     @property
     def device(self) -> torch.device:

@@ -113,12 +113,17 @@ def train(cfg: DictConfig) -> float:
     from rl_core.tracking.provenance import save_provenance
     from rl_core.trainer import Trainer
 
+    from rl_core.distributed import ranks_from_environment
+    from rl_core.tracking.console import open_run_logs
+    from rl_core.tracking.loggers import SilentLogger
+
     composed = cfg.copy()
     check_top_level(cfg)
-    run_dir = job_output_dir()
-    cfg.resume, start_over = resume_or_start_over(cfg, run_dir)
-    overwrite = cfg.overwrite or start_over
-    check_free(run_dir, cfg.resume, overwrite)  # before any work; claimed (and checked again) once built
+    ranks = ranks_from_environment("nccl" if cfg.machine.get("devices") else "gloo",
+                                   float(cfg.machine.get("collective_timeout_s", 300.0)))
+    run_dir, cfg.resume, overwrite = _agree_on_run_dir(cfg, ranks)
+    if not ranks.main:  # rank 0 owns the folder; the others log to their own file in it
+        open_run_logs(run_dir / f"rank{ranks.rank}")
     if cfg.resume:
         cfg = config_for_resume(cfg, run_dir)
     check_config(cfg, GROUPS)
@@ -129,19 +134,46 @@ def train(cfg: DictConfig) -> float:
     trainer = Trainer(
         run_dir=run_dir, task_factory=factory, model=_build_model(cfg, factory), loss=instantiate(cfg, "algo"),
         pipeline=instantiate(cfg, "pipeline"), machine=instantiate(cfg, "machine"),
-        logger=instantiate(cfg, "logger"), seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
+        logger=instantiate(cfg, "logger") if ranks.main else SilentLogger(),
+        seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
         resume=cfg.resume, init_weights=cfg.checkpoint, group=group, name=name,
-        solved_reward=cfg.solved_reward,
+        solved_reward=cfg.solved_reward, ranks=ranks,
     )
-    claim_for_training(run_dir, composed, cfg.resume, overwrite)
-    clear_markers(run_dir, FAILED, PREEMPTED)
-    save_provenance(run_dir, cfg, CODE_DIR)
-    log.info("run dir: %s", run_dir)
+    if ranks.main:
+        claim_for_training(run_dir, composed, cfg.resume, overwrite)
+        clear_markers(run_dir, FAILED, PREEMPTED)
+        save_provenance(run_dir, cfg, CODE_DIR)
+        log.info("run dir: %s", run_dir)
+    ranks.barrier()  # the folder is claimed before any rank trains into it
     start_gc()
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        ranks.close()
     log.info("done: %d env steps; final valid reward %.1f, success %.2f; outputs in %s",
              trainer.state.total_steps, result["reward"], result["success"], run_dir)
     return result["reward"]
+
+
+def _agree_on_run_dir(cfg: DictConfig, ranks: object) -> tuple[Path, bool, bool]:
+    """(run folder, resume, overwrite) as rank 0 decides them, on every rank: rank 0 checks the folder is free
+    (before any work; claimed, and checked again, once built); a refusal there stops every rank, naming it."""
+    decision: tuple[str, bool, bool, str | None]
+    if ranks.main:
+        run_dir = job_output_dir()
+        try:
+            resume, start_over = resume_or_start_over(cfg, run_dir)
+            overwrite = cfg.overwrite or start_over
+            check_free(run_dir, resume, overwrite)
+        except ConfigError as e:
+            ranks.broadcast_object((str(run_dir), False, False, str(e)))
+            raise
+        decision = ranks.broadcast_object((str(run_dir), resume, overwrite, None))
+    else:
+        decision = ranks.broadcast_object(None)
+        if decision[3] is not None:
+            raise ConfigError(f"rank 0: {decision[3]}")
+    return Path(decision[0]), decision[1], decision[2]
 
 
 def test(cfg: DictConfig) -> float:

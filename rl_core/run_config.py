@@ -39,9 +39,12 @@ def job_dir(mode: str, run_dir: str, hydra_mode: str = "RUN") -> str:
     """Hydra's job dir: the run itself when training. Test and report mode make their own folders once their
     checks pass, so that a refused command creates none; Hydra gets an empty scratch folder, removed at exit."""
     if mode not in ("test", "report"):
-        if "MULTIRUN" not in str(hydra_mode):  # a sweep's jobs go to the sweep dir, not here
+        if "MULTIRUN" in str(hydra_mode):  # a sweep's jobs go to the sweep dir, not here
+            return run_dir
+        # ranks above 0 of a torchrun experiment get a scratch folder: rank 0 names the run's (rl_core.modes)
+        if os.environ.get("RANK", "0") == "0":
             _make_run_dir(run_dir)
-        return run_dir
+            return run_dir
     scratch = Path(tempfile.gettempdir()) / f"rl-launcher-{os.getpid()}"
     if scratch not in _SCRATCH:
         _SCRATCH.add(scratch)

@@ -28,6 +28,7 @@ from rl_core.algo.storage import RolloutStorage
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                 load_model_weights, remove_stale_temporaries, save_checkpoint)
 from rl_core.config_check import ConfigError
+from rl_core.distributed import Ranks
 from rl_core.eval.evaluation import METRICS, fixed_tasks, play_tasks, summarize
 from rl_core.machine import Machine
 from rl_core.markers import DONE, read_marker, write_marker
@@ -138,13 +139,21 @@ class Trainer:
         init_weights: a checkpoint whose model weights start the run (optimizer and steps start fresh).
         solved_reward: the env's solved score; with ``pipeline.heldout_checks`` the first checkpoint whose
             validation reaches it also plays the held-out episodes (None: only the final one does).
+        ranks: this process's rank among the learners of one experiment (``rl_core.distributed``); each
+            steps ``machine.num_samplers`` samplers, so a rollout has ``num_steps × num_samplers × world``
+            env steps. Rank 0 alone validates, checkpoints and logs.
     """
 
     def __init__(self, run_dir: Path, task_factory: GymTaskFactory, model: torch.nn.Module, loss: PPOLoss,
                  pipeline: TrainingPipeline, machine: Machine, logger: Logger, seed: int,
                  config: dict[str, Any], resume: bool = False, init_weights: str | None = None,
-                 group: str | None = None, name: str | None = None, solved_reward: float | None = None) -> None:
+                 group: str | None = None, name: str | None = None, solved_reward: float | None = None,
+                 ranks: Ranks | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.ranks = ranks or Ranks()
+        if self.ranks.active and (pipeline.reward_scaling or getattr(model, "obs_norm", None) is not None):
+            raise ConfigError("pipeline.reward_scaling, model.normalize_obs: not yet across several ranks; "
+                              "train with one rank, or without them")
         self.solved_reward = solved_reward
         self._reached_solved = False  # a validation reached solved_reward (set from valid.json on resume)
         self.factory, self.loss, self.pipeline, self.machine, self.logger = task_factory, loss, pipeline, machine, logger
@@ -225,9 +234,16 @@ class Trainer:
         self.window.load_state_dict(ckpt["window"])
         log.info("resuming %s at step %d", path, self.state.total_steps)
 
-    def _save(self, samplers: Samplers, scheduled: bool = True) -> Path:
-        """Write a checkpoint. ``scheduled=False`` (a save on a signal) leaves the save schedule as it was,
-        so a resumed run checkpoints and validates at the same steps as an uninterrupted one."""
+    def _save(self, samplers: Samplers, scheduled: bool = True) -> Path | None:
+        """Write a checkpoint (rank 0, with every rank's sampler states). ``scheduled=False`` (a save on a
+        signal) leaves the save schedule as it was, so a resumed run checkpoints and validates at the same
+        steps as an uninterrupted one. Returns its path on rank 0, None on the others."""
+        gathered = self.ranks.gather_objects(samplers.state_dicts())  # every rank takes part
+        if scheduled:
+            self.state.last_save_steps = self.state.total_steps
+        if not self.ranks.main:
+            return None
+        all_states = [s for states in gathered for s in states]
         state = {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
@@ -236,15 +252,12 @@ class Trainer:
             "state": asdict(self.state),
             "generator": self.generator.get_state(),
             "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
-            "samplers": samplers.state_dicts(),
+            "samplers": all_states,
             "window": self.window.state_dict(),
             "config": self.config,
             "seed": self.seed,
             "scheduled": scheduled,
         }
-        if scheduled:
-            self.state.last_save_steps = self.state.total_steps
-            state["state"]["last_save_steps"] = self.state.total_steps
         return save_checkpoint(state, checkpoint_path(self.run_dir, self.state.total_steps))
 
     def _evaluate(self, mode: str) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -321,7 +334,12 @@ class Trainer:
         """
         buf = samplers.buf
         model, dev = self.model, self.device
-        noise = torch.randn(storage.actions.shape, generator=self.generator, device=dev)
+        if self.ranks.active:  # every rank draws the noise of all samplers and takes its own block
+            T, N, A = storage.actions.shape
+            noise = torch.randn((T, N * self.ranks.world, A), generator=self.generator, device=dev)
+            noise = noise[:, self.ranks.rank * N:(self.ranks.rank + 1) * N]
+        else:
+            noise = torch.randn(storage.actions.shape, generator=self.generator, device=dev)
         host = dev.type == "cpu"
         if host:
             rewards, terminated, truncated, obs_np = (x.numpy() for x in (storage.rewards, storage.terminated,
@@ -357,6 +375,13 @@ class Trainer:
         return False
 
     def _log_window(self) -> None:
+        if self.ranks.active:  # rank 0 logs every rank's episodes
+            gathered = self.ranks.gather_objects(self.window.episodes)
+            if not self.ranks.main:
+                self.window = MetricWindow()
+                self.state.last_log_steps = self.state.total_steps
+                return
+            self.window.episodes = [e for episodes in gathered for e in episodes]
         lr = self.optimizer.param_groups[0]["lr"]
         summary = self.window.summary(lr, self.state.stage_index)
         self.logger.log_scalars(summary, self.state.total_steps)
@@ -374,7 +399,8 @@ class Trainer:
         """Run the pipeline to its end; returns the last validation summary."""
         self._wall_at_start, self._t_start = self.state.wall_s, time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for tmp in remove_stale_temporaries(self.run_dir):
+        main = self.ranks.main
+        for tmp in remove_stale_temporaries(self.run_dir) if main else []:
             log.info("removed %s, left by a checkpoint write that was killed", tmp)
         m = self.machine
         resumed = self.resume_state is not None
@@ -388,21 +414,29 @@ class Trainer:
         storage: RolloutStorage | None = None
         failed = True
         try:
+            # sampler indices (and so their seeds) are global: rank r steps r·K … r·K + K − 1
+            first = {"first_index": self.ranks.rank * m.num_samplers} if self.ranks.active else {}
             with self.factory.train_samplers(m.num_samplers, m.num_workers, self.seed, m.start_method,
-                                             m.worker_timeout_s) as samplers, \
-                    StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps) as bar:
-                obs = samplers.load_state_dicts(self.resume_state["samplers"]) if resumed else samplers.reset()
+                                             m.worker_timeout_s, **first) as samplers, \
+                    StopFlag() as stop, TrainProgress(self.pipeline.total_steps, self.state.total_steps, main) as bar:
+                if resumed:  # a checkpoint holds every rank's sampler states, in rank order
+                    states = self.resume_state["samplers"]
+                    mine = states[self.ranks.rank * m.num_samplers:(self.ranks.rank + 1) * m.num_samplers]
+                    obs = samplers.load_state_dicts(mine if self.ranks.active else states)
+                else:
+                    obs = samplers.reset()
                 scheduled = resumed and self.resume_state.get("scheduled", True)
                 self.resume_state = None
                 entries = read_valid(self.run_dir / "valid.json")
                 self._reached_solved = self.solved_reward is not None and any(
                     e.get("reward", -math.inf) >= self.solved_reward for e in entries)
-                if scheduled and self.state.total_steps not in {e.get("training_steps") for e in entries}:
+                if main and scheduled and self.state.total_steps not in {e.get("training_steps") for e in entries}:
                     # the interrupted run saved its newest checkpoint but died before validating it
                     last_valid = self._validate(checkpoint_path(self.run_dir, self.state.total_steps),
                                                 final=self._finishing())
                 obs = torch.from_numpy(obs).to(self.device)
-                if not resumed and self.pipeline.validate_initial_weights:
+                self.ranks.broadcast_parameters(self.model)
+                if main and not resumed and self.pipeline.validate_initial_weights:
                     self._validate(None)
                 if self.scheduler is not None:
                     self.scheduler.step_to(self.state.total_steps)
@@ -421,16 +455,16 @@ class Trainer:
                         self.reward_scaler.scale_(storage.rewards, torch.maximum(storage.terminated, storage.truncated),
                                                   settings.gamma)
                     prepare_advantages(storage, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
-                                       settings.bootstrap_truncation)
+                                       settings.bootstrap_truncation, self.ranks)
                     losses = ppo_update(self.model, self.update_loss, self.optimizer, storage, settings.update_repeats,
                                         settings.num_mini_batch, settings.max_grad_norm, self.generator,
-                                        settings.minibatch_size)
+                                        settings.minibatch_size, self.ranks.average_gradients)
                     if getattr(self.model, "obs_norm", None) is not None:
                         # after the update: collection and update of a rollout see the same statistics
                         self.model.obs_norm.update(storage.obs[:-1])
                     storage.start_next()
                     obs = storage.obs[0]
-                    steps = settings.num_steps * m.num_samplers
+                    steps = settings.num_steps * m.num_samplers * self.ranks.world  # summed over every rank
                     self.state.total_steps += steps
                     self.state.stage_steps += steps
                     self.state.rollouts += 1
@@ -447,26 +481,37 @@ class Trainer:
                     if self.state.total_steps - self.state.last_log_steps >= self.pipeline.metric_accumulate_interval:
                         self._log_window()
                     if self.state.total_steps - self.state.last_save_steps >= self.pipeline.save_interval:
-                        last_valid = self._validate(self._save(samplers), final=self._finishing())
-                        if self._solved(last_valid):
-                            log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d%s: stopping",
-                                     last_valid["reward"], self.pipeline.stop_at_valid_reward, self.state.total_steps,
-                                     " (held-out episodes too)" if self.pipeline.confirm_on_heldout else "")
+                        last_valid = self._save_and_validate(samplers, final=self._finishing())
+                        if self.ranks.broadcast_object(main and self._solved(last_valid)):
+                            if main:
+                                log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d%s: stopping",
+                                         last_valid["reward"], self.pipeline.stop_at_valid_reward,
+                                         self.state.total_steps,
+                                         " (held-out episodes too)" if self.pipeline.confirm_on_heldout else "")
                             break
-                    if stop.signum is not None:
+                    if self.ranks.any(stop.signum is not None):  # every rank stops at the same rollout
+                        signum = stop.signum or signal.SIGTERM
                         path = self._save(samplers, scheduled=False)
                         self.logger.mark_preempting()
-                        raise TrainingInterrupted(f"stopped by {signal.Signals(stop.signum).name} at step "
+                        raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} at step "
                                                   f"{self.state.total_steps}; saved {path}; continue with "
-                                                  f"resume=true run_dir={self.run_dir}", stop.signum,
-                                                  self.state.total_steps, stop.previous.get(stop.signum))
+                                                  f"resume=true run_dir={self.run_dir}", signum,
+                                                  self.state.total_steps, stop.previous.get(signum))
                 if self.window.steps:
                     self._log_window()
-                if self.state.last_save_steps != self.state.total_steps or not last_valid:
-                    last_valid = self._validate(self._save(samplers), final=True)
+                # the end's checkpoint, unless the last rollout's was it (and was validated, on rank 0)
+                if self.ranks.any(self.state.last_save_steps != self.state.total_steps or (main and not last_valid)):
+                    last_valid = self._save_and_validate(samplers, final=True)
+                last_valid = self.ranks.broadcast_object(last_valid)
             self.logger.log_checkpoint(checkpoint_path(self.run_dir, self.state.total_steps), last_valid)
             failed = False
         finally:
             self.logger.close(failed=failed)
-        write_marker(self.run_dir, DONE, total_steps=self.state.total_steps, **last_valid)
+        if main:
+            write_marker(self.run_dir, DONE, total_steps=self.state.total_steps, **last_valid)
         return last_valid
+
+    def _save_and_validate(self, samplers: Samplers, final: bool) -> dict[str, float]:
+        """A checkpoint and its validation (rank 0; the other ranks hand in their sampler states and get {})."""
+        path = self._save(samplers)
+        return self._validate(path, final) if self.ranks.main else {}

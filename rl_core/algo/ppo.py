@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -117,30 +118,50 @@ class PPOLoss:
 
 
 def prepare_advantages(storage: RolloutStorage, loss: PPOLoss, gamma: float, use_gae: bool,
-                       gae_lambda: float, bootstrap_truncation: bool) -> None:
-    """Fill ``storage.returns`` and ``storage.advantages`` (return − value, optionally normalised)."""
+                       gae_lambda: float, bootstrap_truncation: bool, ranks: Any = None) -> None:
+    """Fill ``storage.returns`` and ``storage.advantages`` (return − value, optionally normalised; over
+    every rank's rollout when ``ranks`` (``rl_core.distributed.Ranks``) has several)."""
     storage.returns.copy_(compute_returns(storage.rewards, storage.values, storage.terminated, storage.truncated,
                                           storage.final_values, gamma, use_gae, gae_lambda, bootstrap_truncation))
     adv = storage.returns - storage.values[:-1]
-    storage.advantages.copy_(normalize(adv) if loss.normalize_advantage else adv)
+    if loss.normalize_advantage and ranks is not None and ranks.active:
+        adv = normalize_across(adv, ranks)
+    elif loss.normalize_advantage:
+        adv = normalize(adv)
+    storage.advantages.copy_(adv)
+
+
+def normalize_across(advantages: torch.Tensor, ranks: Any, eps: float = 1e-5) -> torch.Tensor:
+    """:func:`normalize` with the mean and (unbiased) std of all ranks' advantages together."""
+    a = advantages.double()
+    n, total, squares = ranks.sum(torch.stack([torch.tensor(float(a.numel()), dtype=torch.float64),
+                                               a.sum(), (a * a).sum()]))
+    mean = total / n
+    std = torch.sqrt((squares - n * mean * mean) / (n - 1))
+    return ((a - mean) / (std + eps)).to(advantages.dtype)
 
 
 def ppo_update(model: nn.Module, loss: LossFn, optimizer: torch.optim.Optimizer, storage: RolloutStorage,
                update_repeats: int, num_mini_batch: int, max_grad_norm: float,
-               generator: torch.Generator | None = None, minibatch_size: int | None = None) -> dict[str, float]:
+               generator: torch.Generator | None = None, minibatch_size: int | None = None,
+               sync_gradients: Callable[[list[nn.Parameter]], None] | None = None) -> dict[str, float]:
     """``update_repeats`` passes over the rollout, ``num_mini_batch`` optimizer steps each (or one per
-    ``minibatch_size`` shuffled transitions).
+    ``minibatch_size`` shuffled transitions). ``sync_gradients`` (several ranks) averages the gradients
+    across ranks before the clip and the step.
 
     Returns the loss terms averaged over all optimizer steps (``total_loss`` included).
     """
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=storage.obs.device))
+    params = list(model.parameters())
     n = 0
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator, minibatch_size):
             total, info = loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            if sync_gradients is not None:
+                sync_gradients(params)
+            nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             for k, v in info.items():
                 sums[k] += v

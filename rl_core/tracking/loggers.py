@@ -280,4 +280,13 @@ class LoggerSet:
         return call_all
 
 
-Logger = TensorBoardLogger | WandbLogger | LoggerSet
+class SilentLogger:
+    """Takes every logger call and writes nothing: the loggers of ranks above 0 (rank 0 logs the run)."""
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args, **kwargs: None
+
+
+Logger = TensorBoardLogger | WandbLogger | LoggerSet | SilentLogger

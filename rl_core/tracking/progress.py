@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class TrainProgress:
     """A live bar on a terminal; nothing on a pipe or a batch log (the trainer logs a line per metric window)."""
 
-    def __init__(self, total_steps: int, start_steps: int = 0) -> None:
+    def __init__(self, total_steps: int, start_steps: int = 0, enabled: bool = True) -> None:
         self.console = Console(stderr=True)
-        self.enabled = self.console.is_terminal
+        self.enabled = enabled and self.console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
             TextColumn("{task.fields[fps]:>6.0f} steps/s"), TextColumn("reward {task.fields[reward]}"),

@@ -1,0 +1,128 @@
+"""One experiment on several learner processes (ranks): DD-PPO's synchronous data parallelism.
+
+Every rank steps its own block of samplers (global indices ``rank·K … rank·K + K − 1``, so their seeds are
+those of one process with ``N·K`` samplers), computes its gradients on its own rollout, and the gradients
+are averaged with ``all_reduce`` before every optimizer step; advantage statistics are global. Rank 0 alone
+validates, checkpoints and logs. The ranks come from the environment torchrun or submitit sets (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); without them a run is one process and
+nothing here does anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+class Ranks:
+    """This process's place among the ranks of one experiment; ``world == 1`` is a plain run.
+
+    Args:
+        rank, world: this process's rank and the number of ranks.
+        local_rank: its rank on this node (which GPU it takes).
+    """
+
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0) -> None:
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that validates, checkpoints and logs."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def __repr__(self) -> str:
+        return f"rank {self.rank} of {self.world}"
+
+    # -- collectives (no-ops for one rank) ------------------------------------------------------------
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Replace every gradient with its mean over ranks (one flat ``all_reduce``)."""
+        if not self.active:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum over ranks of a small float64 tensor."""
+        if self.active:
+            values = values.clone()
+            dist.all_reduce(values)
+        return values
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (a stop request reaches all ranks at the same rollout)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_objects(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` in rank order on rank 0 (``None`` on the others)."""
+        if not self.active:
+            return [obj]
+        out: list[Any] | None = [None] * self.world if self.main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Rank 0's weights and buffers on every rank."""
+        if not self.active:
+            return
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0) -> Ranks:
+    """The ranks of this experiment as torchrun or SLURM/submitit describe them, with the process group up.
+
+    torchrun sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*``; in a SLURM job of several tasks
+    (``hydra.launcher.tasks_per_node``) submitit's ``TorchDistributedEnvironment`` exports the same.
+    ``timeout_s`` bounds every collective: a rank that died or hangs makes the others fail within it.
+    """
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 \
+            and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks()
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    log.info("distributed: %s (pid %d; %s, collective timeout %g s)", ranks, os.getpid(), backend, timeout_s)
+    return ranks

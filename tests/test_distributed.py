@@ -1,0 +1,71 @@
+"""One experiment on two learner processes (torchrun, gloo on CPU) against one process with all samplers."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, launch_env
+from tests.test_train import TINY
+
+pytestmark = pytest.mark.slow  # two processes and a rendezvous: make test, not make test-fast
+
+
+def _torchrun(*args, nproc=2):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            str(ROOT / "launch.py"), *args]
+
+
+def _final(run_dir):
+    ckpt = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))[-1]
+    return torch.load(ckpt, weights_only=True)
+
+
+def test_two_ranks_of_four_samplers_train_what_one_process_with_eight_does(launch_here, tmp_path):
+    one = launch_here(*TINY, "machine.num_samplers=8", f"run_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(_torchrun(*TINY, "machine.num_samplers=4", "machine.torch_threads=1",
+                                   f"run_dir={tmp_path / 'two'}"),
+                         cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
+    # 2 ranks x 4 samplers x 100 steps = one process's 8 x 100: the same env steps and schedule
+    assert a["state"]["total_steps"] == b["state"]["total_steps"] == 4000
+    assert len(b["samplers"]) == 8 and [s["rng"] for s in a["samplers"]] == [s["rng"] for s in b["samplers"]]
+    largest = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
+    print(f"largest weight difference after 5 updates of 4 repeats: {largest:.3g}")
+    assert largest <= 1e-6
+    valid_a = [json.loads(line) for line in (tmp_path / "one" / "valid.json").read_text().splitlines()]
+    valid_b = [json.loads(line) for line in (tmp_path / "two" / "valid.json").read_text().splitlines()]
+    assert [v["training_steps"] for v in valid_a] == [v["training_steps"] for v in valid_b]
+    # the gradient is averaged in another order than one process sums it: float rounding, not the same bits
+    assert [v["reward"] for v in valid_b] == pytest.approx([v["reward"] for v in valid_a], rel=1e-3)
+    # rank 0 owns the folder and writes the run's files; rank 1 only its log
+    assert (tmp_path / "two" / "DONE").is_file() and (tmp_path / "two" / "rank1" / "launch.log").is_file()
+    assert "distributed: rank 1 of 2" in (tmp_path / "two" / "rank1" / "launch.log").read_text()
+
+
+def test_a_killed_rank_fails_the_run_within_the_collective_timeout_naming_it(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_torchrun(*TINY, "pipeline.stages.0.max_stage_steps=400000", "machine.num_samplers=2",
+                                      "machine.torch_threads=1", "machine.collective_timeout_s=20", f"run_dir={run}"),
+                            cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((run / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log1 = (run / "rank1" / "launch.log").read_text()
+    pid = int(re.search(r"distributed: rank 1 of 2 \(pid (\d+)", log1).group(1))
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 60, out[-3000:]
+    # torchrun's summary names the rank that died, with its signal
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", out) and "SIGKILL" in out, out[-3000:]
