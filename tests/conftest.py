@@ -104,6 +104,19 @@ def launch_here():
 WANDB_OFFLINE_ENV = {"WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_BASE_URL": None, "WANDB_SILENT": "true"}
 
 
+def kill_at_checkpoint(*args: str, checkpoint: Path) -> list[int]:
+    """Start ``launch.py ARGS``, SIGKILL it as soon as ``checkpoint`` exists; the env steps of the checkpoints
+    it left in that folder, in order."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=launch_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    return sorted(int(p.stem.split("_")[1]) for p in checkpoint.parent.glob("ckpt_*.pt"))
+
+
 def stop_after_first_checkpoint(*args: str, run_dir: Path, env: dict | None = None,
                                 signum: int = signal.SIGTERM) -> subprocess.CompletedProcess:
     """Start ``launch.py ARGS``, send ``signum`` once its first checkpoint is in ``run_dir``, wait for it."""

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import imageio.v2 as imageio
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 from envs.factory import GymTaskFactory
 from envs.task import action_transform
-from tests.conftest import ROOT, launch_env, run_launch
+from tests.conftest import ROOT, kill_at_checkpoint, launch_env, run_launch
 
 # HalfCheetah with the MuJoCo recipe, tiny: 2 samplers x 64 steps = 128 env steps a rollout, 8 rollouts,
 # a checkpoint every 2; shuffled minibatches of 32, obs normalisation and reward scaling on.
@@ -47,14 +46,7 @@ def test_mujoco_recipe_resumes_bit_identically_with_its_normalisers_and_tests_as
     assert a["reward_scaler"]["stats"]["count"] > 1000 and a["reward_scaler"]["returns"].shape == (2,)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *TINY_MUJOCO, f"run_dir={run}"], cwd=ROOT,
-                            env=launch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (run / "checkpoints" / "ckpt_0000000512.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
+    saved = kill_at_checkpoint(*TINY_MUJOCO, f"run_dir={run}", checkpoint=run / "checkpoints" / "ckpt_0000000512.pt")
     assert saved and saved[-1] < 1024, saved
     resumed = run_launch(*TINY_MUJOCO, f"run_dir={run}", "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT, launch_env, stop_after_first_checkpoint, tb_scalars
+from tests.conftest import ROOT, kill_at_checkpoint, launch_env, stop_after_first_checkpoint, tb_scalars
 
 pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
 
@@ -53,14 +53,7 @@ def test_killed_run_resumes_at_the_saved_step_and_ends_identical(launch_here, tm
     assert whole.returncode == 0, whole.stderr
 
     run = tmp_path / "killed"
-    cmd = [sys.executable, str(ROOT / "launch.py"), *TINY, f"run_dir={run}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list((run / "checkpoints").glob("ckpt_0000001600.pt")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
+    saved = kill_at_checkpoint(*TINY, f"run_dir={run}", checkpoint=run / "checkpoints" / "ckpt_0000001600.pt")
     assert saved and saved[-1] < 4000, saved
 
     resumed = launch_here(*TINY, f"run_dir={run}", "resume=true")
