@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -109,13 +110,11 @@ def train(cfg: DictConfig) -> float:
     """Build everything from ``cfg`` and train; returns the final validation mean reward."""
     import torch
 
-    from rl_core.tracking.console import print_config_tree
+    from rl_core.distributed import ranks_from_environment
+    from rl_core.tracking.console import open_run_logs, print_config_tree
+    from rl_core.tracking.loggers import SilentLogger
     from rl_core.tracking.provenance import save_provenance
     from rl_core.trainer import Trainer
-
-    from rl_core.distributed import ranks_from_environment
-    from rl_core.tracking.console import open_run_logs
-    from rl_core.tracking.loggers import SilentLogger
 
     composed = cfg.copy()
     check_top_level(cfg)
@@ -155,7 +154,7 @@ def train(cfg: DictConfig) -> float:
     return result["reward"]
 
 
-def _agree_on_run_dir(cfg: DictConfig, ranks: object) -> tuple[Path, bool, bool]:
+def _agree_on_run_dir(cfg: DictConfig, ranks: Any) -> tuple[Path, bool, bool]:
     """(run folder, resume, overwrite) as rank 0 decides them, on every rank: rank 0 checks the folder is free
     (before any work; claimed, and checked again, once built); a refusal there stops every rank, naming it."""
     decision: tuple[str, bool, bool, str | None]
