@@ -69,3 +69,27 @@ def test_a_killed_rank_fails_the_run_within_the_collective_timeout_naming_it(tmp
     assert time.monotonic() - t0 < 60, out[-3000:]
     # torchrun's summary names the rank that died, with its signal
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", out) and "SIGKILL" in out, out[-3000:]
+
+
+def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    args = [*TINY, "machine.num_samplers=2", "machine.torch_threads=1"]
+    whole = subprocess.run(_torchrun(*args, f"run_dir={tmp_path / 'whole'}"), cwd=ROOT, env=launch_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_torchrun(*args, f"run_dir={run}"), cwd=ROOT, env=launch_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "ckpt_0000001600.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    proc.wait()
+    saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
+    assert saved and saved[-1] < 4000, saved
+    resumed = subprocess.run(_torchrun(*args, f"run_dir={run}", "resume=true"), cwd=ROOT, env=launch_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    a, b = _final(tmp_path / "whole"), _final(run)
+    assert a["state"]["total_steps"] == b["state"]["total_steps"] == 4000
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
