@@ -22,7 +22,10 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
 * ``suite``: continuous-control presets (``--suite-envs``) × ``--suite-seeds``, each with its recipe to its
   budget: final held-out score as IQM with a 95% bootstrap CI beside the published PPO figures, wall seconds
   per 1M env steps, curves; and training throughput against SB3 with the same hyperparameters on HalfCheetah
-  (``scripts/suite.py``, ``scripts/sb3_suite.py``).
+  (``scripts/suite.py``, ``scripts/sb3_suite.py``);
+* ``distributed``: training steps/s of the fast preset's schedule (16 samplers in all) in one process with 2
+  torch threads against 2 torchrun ranks × 8 samplers with 1 thread each (gloo), and ms per ``all_reduce``
+  of the model's gradients over loopback (``scripts/allreduce_time.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import suite  # noqa: E402 - scripts/suite.py: the suite section
 
-SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite")
+SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed")
 FAST = ["experiment=lunar_lander_fast"]
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
 SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL,
@@ -465,6 +468,22 @@ def main() -> None:
         if _has("stable_baselines3") and "half_cheetah" in envs:
             results["suite_throughput"] = suite.sb3_side_by_side(out, launch, run_process)
 
+    if "distributed" in only:
+        schedule = FAST + ["pipeline.stages.0.max_stage_steps=98304", "pipeline.save_interval=1000000",
+                           "pipeline.metric_accumulate_interval=16384"]
+        launch(out / "distributed_1", schedule + ["machine.torch_threads=2"])
+        table = {"1 process x 16 samplers, 2 threads": round(rates(out / "distributed_1")[0])}
+        run_dir = out / "distributed_2"
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        run_process(torchrun + [str(ROOT / "launch.py"), f"run_dir={run_dir}", *schedule, "machine.num_samplers=8",
+                                "machine.torch_threads=1"])
+        table["2 ranks x 8 samplers, 1 thread each"] = round(rates(run_dir)[0])  # rank 0 logs global steps
+        _, _, proc = run_process(torchrun + [str(ROOT / "scripts" / "allreduce_time.py")])
+        results["distributed"] = {"train_steps_per_s": table,
+                                  "all_reduce": json.loads(proc.stdout.strip().splitlines()[-1])}
+        print("distributed:", results["distributed"], flush=True)
+
     json_file.write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(results))
     print(markdown(results))
@@ -533,6 +552,12 @@ def markdown(r: dict) -> str:
             out += f"- {name}: {per}\n"
     if r.get("suite"):
         out += suite.markdown(r["suite"], r.get("suite_throughput"))
+    if r.get("distributed"):
+        d = r["distributed"]
+        out += ("\nOne experiment on ranks (fast preset schedule, 16 samplers in all):\n\n| layout | training steps/s |"
+                "\n|---|---|\n" + "".join(f"| {k} | {v:,} |\n" for k, v in d["train_steps_per_s"].items()))
+        a = d["all_reduce"]
+        out += f"\nall_reduce of the model's {a['parameters']:,} gradients, gloo, loopback: {a['ms_per_all_reduce']} ms\n"
     return out
 
 
