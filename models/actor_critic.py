@@ -81,6 +81,8 @@ class MemorylessActorCritic(nn.Module):
             raise ValueError(f"log_prob: must be one of {LOG_PROB_MODES}, got {log_prob!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if obs_clip <= 0:  # checked whether or not normalize_obs is on, so a wrong value never waits silently
+            raise ValueError(f"obs_clip: must be > 0, got {obs_clip}")
         if init not in INITS:
             raise ValueError(f"init: must be one of {INITS}, got {init!r}")
         self.obs_dim, self.action_dim = obs_dim, action_dim

@@ -48,6 +48,7 @@ def _assert_one_line_error(proc, *fragments):
     (["env.action_handling=squash"], ["env.action_handling: must be one of ('none', 'clip', 'rescale'), got 'squash'"]),
     (["+env.env_kwargs.gravity_x=1"], ["env.env_kwargs: LunarLanderContinuous-v3:", "gravity_x"]),
     (["model.activation=gelu"], ["model.activation: must be one of ('tanh', 'relu'), got 'gelu'"]),
+    (["model.obs_clip=0"], ["model.obs_clip: must be > 0, got 0"]),
     (["pipeline.minibatch_size=0"], ["pipeline.minibatch_size: must be >= 1, got 0 (stages[0])"]),
     (["pipeline.reward_clip=0"], ["pipeline.reward_clip: must be > 0, got 0"]),
 ])
