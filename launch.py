@@ -60,14 +60,14 @@ def main(cfg: DictConfig) -> float | None:
     from rl_core.trainer import TrainingInterrupted
 
     one_line_errors = {ConfigError: 2, CheckpointError: 2, SamplerError: 2, SweepJobsFailed: 4}
-    main_rank = os.environ.get("RANK", "0") == "0"  # of several ranks (rl_core.distributed), rank 0 writes markers
+    from rl_core.distributed import process_rank
     try:
         return MODE_FUNCTIONS.get(cfg.mode, MODE_FUNCTIONS["train"])(cfg)
     except KeyboardInterrupt:  # a second Ctrl-C in training, or one before training began
         log.warning("%s", interrupted_message(cfg))
         sys.exit(130)
     except TrainingInterrupted as e:
-        if is_multirun() and main_rank:
+        if is_multirun() and process_rank() == 0:  # of several ranks, rank 0 writes the markers
             write_marker(job_output_dir(), PREEMPTED, steps=e.steps, signal=e.signum)
         log.warning("%s", e)
         if callable(e.handler) and e.handler is not signal.default_int_handler:
@@ -77,7 +77,7 @@ def main(cfg: DictConfig) -> float | None:
         code = next((c for kind, c in one_line_errors.items() if isinstance(e, kind)), None)
         if is_multirun():
             log.error("job failed: %s: %s", type(e).__name__, e, exc_info=code is None)
-            if cfg.mode == "train" and main_rank and not isinstance(e, RunDirTaken):  # the job's dir is the sweep's
+            if cfg.mode == "train" and process_rank() == 0 and not isinstance(e, RunDirTaken):  # the job's dir is the sweep's
                 own_it(job_output_dir(), cfg)
                 write_marker(job_output_dir(), FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0],
                              traceback=traceback.format_exc())

@@ -106,15 +106,39 @@ class Ranks:
             dist.destroy_process_group()
 
 
-def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0) -> Ranks:
-    """The ranks of this experiment as torchrun or SLURM/submitit describe them, with the process group up.
+def _submitit_tasks() -> int:
+    """The number of tasks of this submitit job (SLURM ``tasks_per_node × nodes``, or submitit_local's
+    ``tasks_per_node``); 1 outside a submitit job."""
+    executor = os.environ.get("SUBMITIT_EXECUTOR")
+    if executor == "slurm":
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    if executor == "local":
+        return int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1"))
+    return 1
 
-    torchrun sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*``; in a SLURM job of several tasks
-    (``hydra.launcher.tasks_per_node``) submitit's ``TorchDistributedEnvironment`` exports the same.
-    ``timeout_s`` bounds every collective: a rank that died or hangs makes the others fail within it.
+
+def process_rank() -> int:
+    """This process's rank before the process group is up (torchrun's ``RANK``, or the submitit task's
+    global rank): rank 0 alone writes a job's markers, even when a rank fails before training."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if _submitit_tasks() > 1:
+        import submitit
+
+        return submitit.JobEnvironment().global_rank
+    return 0
+
+
+def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0) -> Ranks:
+    """The ranks of this experiment as torchrun or submitit describe them, with the process group up.
+
+    torchrun sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*``; in a submitit job of several tasks
+    (``hydra.launcher.tasks_per_node``/``nodes``, on SLURM or submitit_local) submitit's
+    ``TorchDistributedEnvironment`` exports the same (rank from the task, rendezvous on the first node, a
+    port drawn from the job id). ``timeout_s`` bounds every collective: a rank that died or hangs makes the
+    others fail within it.
     """
-    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 \
-            and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+    if "WORLD_SIZE" not in os.environ and _submitit_tasks() > 1:
         import submitit
 
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT, launch_env
+from tests.conftest import ROOT, launch_env, run_launch
 from tests.test_train import TINY
 
 pytestmark = pytest.mark.slow  # two processes and a rendezvous: make test, not make test-fast
@@ -49,6 +49,16 @@ def test_two_ranks_of_four_samplers_train_what_one_process_with_eight_does(launc
     # rank 0 owns the folder and writes the run's files; rank 1 only its log
     assert (tmp_path / "two" / "DONE").is_file() and (tmp_path / "two" / "rank1" / "launch.log").is_file()
     assert "distributed: rank 1 of 2" in (tmp_path / "two" / "rank1" / "launch.log").read_text()
+
+    # the same experiment as a submitit_local job of two tasks (ranks from submitit): the same bits as torchrun's
+    sweep = tmp_path / "sweep"
+    local = run_launch("--multirun", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", *TINY,
+                       "machine.num_samplers=4", "machine.torch_threads=1", f"hydra.sweep.dir={sweep}",
+                       timeout=300)
+    assert local.returncode == 0, local.stderr[-3000:]
+    c = _final(sweep / "0")
+    assert all(torch.equal(b["model"][k], c["model"][k]) for k in b["model"])
+    assert "distributed: rank 1 of 2" in (sweep / "0" / "rank1" / "launch.log").read_text()
 
 
 def test_a_killed_rank_fails_the_run_within_the_collective_timeout_naming_it(tmp_path):
