@@ -6,6 +6,8 @@ restored with it: a policy evaluated from its checkpoint alone sees its observat
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -24,10 +26,19 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        """Fold in the rows of ``x`` ``[B, *shape]``."""
+    def update(self, x: torch.Tensor, across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Fold in the rows of ``x`` ``[B, *shape]``; with ``across`` (a sum over ranks, ``Ranks.sum``) the rows
+        of every rank, so that all ranks hold the same statistics."""
         x = x.detach().to(torch.float64).reshape(-1, *self.mean.shape)
-        batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        if across is None:
+            batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        else:  # one all_reduce of [rows, Σx, Σx²]
+            sums = across(torch.cat([torch.tensor([float(x.shape[0])], dtype=torch.float64),
+                                     x.sum(0).reshape(-1), (x * x).sum(0).reshape(-1)]))
+            d = self.mean.numel()
+            n = sums[0]
+            batch_mean = (sums[1:1 + d] / n).reshape(self.mean.shape)
+            batch_var = (sums[1 + d:] / n).reshape(self.mean.shape) - batch_mean**2
         delta = batch_mean - self.mean
         total = self.count + n
         self.mean += delta * n / total
@@ -60,9 +71,9 @@ class ObsNormalizer(nn.Module):
         self.shift.copy_(self.stats.mean)
         self.scale.copy_(1.0 / torch.sqrt(self.stats.var + 1e-8))
 
-    def update(self, obs: torch.Tensor) -> None:
-        """Fold the observations ``[..., D]`` of one rollout into the statistics."""
-        self.stats.update(obs)
+    def update(self, obs: torch.Tensor, across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Fold the observations ``[..., D]`` of one rollout (of every rank, with ``across``) into the statistics."""
+        self.stats.update(obs, across)
         self._refresh()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -151,9 +151,6 @@ class Trainer:
                  ranks: Ranks | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.ranks = ranks or Ranks()
-        if self.ranks.active and (pipeline.reward_scaling or getattr(model, "obs_norm", None) is not None):
-            raise ConfigError("pipeline.reward_scaling, model.normalize_obs: not yet across several ranks; "
-                              "train with one rank, or without them")
         self.solved_reward = solved_reward
         self._reached_solved = False  # a validation reached solved_reward (set from valid.json on resume)
         self.factory, self.loss, self.pipeline, self.machine, self.logger = task_factory, loss, pipeline, machine, logger
@@ -230,7 +227,11 @@ class Trainer:
             if ckpt.get("reward_scaler") is None:
                 raise CheckpointError(f"{path} was saved without reward scaling; resume it with "
                                       "pipeline.reward_scaling=false, or start a new run")
-            self.reward_scaler.load_state_dict(ckpt["reward_scaler"])
+            scaler = ckpt["reward_scaler"]
+            if self.ranks.active:  # the running returns of every rank's samplers, in rank order: this rank's block
+                k = self.machine.num_samplers
+                scaler = {**scaler, "returns": scaler["returns"][self.ranks.rank * k:(self.ranks.rank + 1) * k]}
+            self.reward_scaler.load_state_dict(scaler)
         self.window.load_state_dict(ckpt["window"])
         log.info("resuming %s at step %d", path, self.state.total_steps)
 
@@ -238,12 +239,14 @@ class Trainer:
         """Write a checkpoint (rank 0, with every rank's sampler states). ``scheduled=False`` (a save on a
         signal) leaves the save schedule as it was, so a resumed run checkpoints and validates at the same
         steps as an uninterrupted one. Returns its path on rank 0, None on the others."""
-        gathered = self.ranks.gather_objects(samplers.state_dicts())  # every rank takes part
+        scaler = self.reward_scaler
+        # every rank takes part: its samplers' states and its samplers' running returns
+        gathered = self.ranks.gather_objects((samplers.state_dicts(), scaler.returns if scaler else None))
         if scheduled:
             self.state.last_save_steps = self.state.total_steps
         if not self.ranks.main:
             return None
-        all_states = [s for states in gathered for s in states]
+        all_states = [s for states, _ in gathered for s in states]
         state = {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
@@ -251,7 +254,8 @@ class Trainer:
             "lr_scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "state": asdict(self.state),
             "generator": self.generator.get_state(),
-            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
+            "reward_scaler": ({**scaler.state_dict(), "returns": torch.cat([r for _, r in gathered])}
+                              if scaler is not None else None),
             "samplers": all_states,
             "window": self.window.state_dict(),
             "config": self.config,
@@ -451,9 +455,10 @@ class Trainer:
                     self._collect(samplers, storage, settings)
                     t1 = time.perf_counter()
                     torch.set_num_threads(m.torch_threads)
+                    across = self.ranks.sum if self.ranks.active else None  # normalisers' statistics: global
                     if self.reward_scaler is not None:
                         self.reward_scaler.scale_(storage.rewards, torch.maximum(storage.terminated, storage.truncated),
-                                                  settings.gamma)
+                                                  settings.gamma, across)
                     prepare_advantages(storage, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
                                        settings.bootstrap_truncation, self.ranks)
                     losses = ppo_update(self.model, self.update_loss, self.optimizer, storage, settings.update_repeats,
@@ -461,7 +466,7 @@ class Trainer:
                                         settings.minibatch_size, self.ranks.average_gradients)
                     if getattr(self.model, "obs_norm", None) is not None:
                         # after the update: collection and update of a rollout see the same statistics
-                        self.model.obs_norm.update(storage.obs[:-1])
+                        self.model.obs_norm.update(storage.obs[:-1], across)
                     storage.start_next()
                     obs = storage.obs[0]
                     steps = settings.num_steps * m.num_samplers * self.ranks.world  # summed over every rank

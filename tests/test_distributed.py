@@ -61,6 +61,26 @@ def test_two_ranks_of_four_samplers_train_what_one_process_with_eight_does(launc
     assert "distributed: rank 1 of 2" in (sweep / "0" / "rank1" / "launch.log").read_text()
 
 
+def test_the_normalisers_of_two_ranks_hold_the_statistics_of_one_process_with_all_samplers(launch_here, tmp_path):
+    """Observation and return statistics over every rank's samplers. One rollout: later ones drift apart, as
+    LunarLander's contacts amplify the last-bit differences of the averaged gradient."""
+    args = [*TINY, "pipeline.stages.0.max_stage_steps=800", "model.normalize_obs=true", "pipeline.reward_scaling=true"]
+    one = launch_here(*args, "machine.num_samplers=8", f"run_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(_torchrun(*args, "machine.num_samplers=4", "machine.torch_threads=1",
+                                   f"run_dir={tmp_path / 'two'}"),
+                         cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
+    for k in ("mean", "var"):
+        assert torch.allclose(a["model"][f"obs_norm.stats.{k}"], b["model"][f"obs_norm.stats.{k}"], rtol=1e-9, atol=1e-12)
+    assert a["model"]["obs_norm.stats.count"].item() == b["model"]["obs_norm.stats.count"].item() == 800 + 1e-4
+    # the running returns of all 8 samplers, rank 0's first; the return statistics of all of them
+    assert torch.allclose(a["reward_scaler"]["returns"], b["reward_scaler"]["returns"], rtol=1e-9)
+    assert b["reward_scaler"]["stats"]["var"].item() == pytest.approx(a["reward_scaler"]["stats"]["var"].item(), rel=1e-9)
+    assert max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"]) <= 1e-6
+
+
 def test_a_killed_rank_fails_the_run_within_the_collective_timeout_naming_it(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(_torchrun(*TINY, "pipeline.stages.0.max_stage_steps=400000", "machine.num_samplers=2",
@@ -82,7 +102,9 @@ def test_a_killed_rank_fails_the_run_within_the_collective_timeout_naming_it(tmp
 
 
 def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
-    args = [*TINY, "machine.num_samplers=2", "machine.torch_threads=1"]
+    """With the normalisers on: each rank's running returns come back from the checkpoint to the right rank."""
+    args = [*TINY, "machine.num_samplers=2", "machine.torch_threads=1", "model.normalize_obs=true",
+            "pipeline.reward_scaling=true"]
     whole = subprocess.run(_torchrun(*args, f"run_dir={tmp_path / 'whole'}"), cwd=ROOT, env=launch_env(),
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
@@ -101,5 +123,8 @@ def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterru
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     a, b = _final(tmp_path / "whole"), _final(run)
     assert a["state"]["total_steps"] == b["state"]["total_steps"] == 4000
-    for name in a["model"]:
+    for name in a["model"]:  # weights and observation statistics
         assert torch.equal(a["model"][name], b["model"][name]), name
+    assert a["reward_scaler"]["returns"].shape == (4,)  # 2 ranks x 2 samplers
+    assert torch.equal(a["reward_scaler"]["returns"], b["reward_scaler"]["returns"])
+    assert all(torch.equal(v, b["reward_scaler"]["stats"][k]) for k, v in a["reward_scaler"]["stats"].items())

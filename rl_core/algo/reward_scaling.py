@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,25 +29,39 @@ class RewardScaler:
         self.returns = torch.zeros(num_samplers, dtype=torch.float64)
 
     @torch.no_grad()
-    def scale_(self, rewards: torch.Tensor, done: torch.Tensor, gamma: float) -> None:
-        """Scale ``rewards`` ``[T, N]`` in place; ``done`` ``[T, N]`` is 1 where an episode ended at step t."""
+    def scale_(self, rewards: torch.Tensor, done: torch.Tensor, gamma: float,
+               across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Scale ``rewards`` ``[T, N]`` in place; ``done`` ``[T, N]`` is 1 where an episode ended at step t.
+
+        With ``across`` (a sum over ranks, ``Ranks.sum``) each step's batch is every rank's samplers, as in
+        one process with all of them: one all_reduce of the rollout's ``T`` return sums and sums of squares.
+        """
         # a step-by-step recursion: numpy scalars and N-vectors cost a fraction of torch's per-op dispatch
         r = rewards.cpu().numpy().astype(np.float64)
         keep = 1.0 - done.cpu().numpy().astype(np.float64)
         ret = self.returns.numpy()
-        mean, var, count = float(self.stats.mean), float(self.stats.var), float(self.stats.count)
-        n = r.shape[1]
-        std = np.empty(r.shape[0])
-        for t in range(r.shape[0]):
+        steps, n = r.shape
+        # the returns do not depend on the statistics: first each step's batch moments, then the recursion
+        moments = np.empty((steps, 2))
+        for t in range(steps):
             ret *= gamma
             ret += r[t]
-            delta = ret.mean() - mean  # Chan et al.'s update, as RunningMeanStd.update
+            moments[t] = (ret.mean(), ret.var()) if across is None else (ret.sum(), (ret * ret).sum())
+            ret *= keep[t]
+        if across is not None:
+            sums = across(torch.from_numpy(np.append(moments.reshape(-1), n))).numpy()
+            n = float(sums[-1])
+            moments = sums[:-1].reshape(steps, 2) / n
+            moments[:, 1] -= moments[:, 0] ** 2
+        mean, var, count = float(self.stats.mean), float(self.stats.var), float(self.stats.count)
+        std = np.empty(steps)
+        for t, (batch_mean, batch_var) in enumerate(moments):
+            delta = batch_mean - mean  # Chan et al.'s update, as RunningMeanStd.update
             total = count + n
             mean += delta * n / total
-            var = (var * count + ret.var() * n + delta * delta * count * n / total) / total
+            var = (var * count + batch_var * n + delta * delta * count * n / total) / total
             count = total
             std[t] = math.sqrt(var + 1e-8)
-            ret *= keep[t]
         self.stats.mean.fill_(mean)
         self.stats.var.fill_(var)
         self.stats.count.fill_(count)

@@ -1,6 +1,7 @@
 """Running statistics, the observation normaliser and reward scaling against values computed by hand."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -85,3 +86,57 @@ def test_reward_scaler_state_continues_exactly():
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="holds 3 samplers, this run has 2"):
         RewardScaler(2).load_state_dict(first.state_dict())
+
+
+class _TwoRanks:
+    """Two threads standing in for two ranks: ``sum_for(r)`` is rank r's ``Ranks.sum`` (an all_reduce)."""
+
+    def __init__(self) -> None:
+        self.barrier, self.slots = threading.Barrier(2), [None, None]
+
+    def sum_for(self, rank):
+        def total(values):
+            self.slots[rank] = values
+            self.barrier.wait()
+            out = self.slots[0] + self.slots[1]
+            self.barrier.wait()
+            return out
+        return total
+
+    def run(self, fn0, fn1):
+        t = threading.Thread(target=fn1)
+        t.start()
+        fn0()
+        t.join()
+
+
+def test_statistics_across_two_ranks_equal_those_of_one_process_with_all_rows():
+    x = torch.randn(3, 8, 5, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0, 100.0]) + 4.0
+    one = ObsNormalizer(5)
+    halves, ranks = [ObsNormalizer(5), ObsNormalizer(5)], _TwoRanks()
+    for step in range(3):  # three rollouts: the running blend too, not only the first batch
+        one.update(x[step])
+        ranks.run(lambda: halves[0].update(x[step, :4], ranks.sum_for(0)),
+                  lambda: halves[1].update(x[step, 4:], ranks.sum_for(1)))
+    for half in halves:
+        assert torch.allclose(half.stats.mean, one.stats.mean, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(half.stats.var, one.stats.var, rtol=1e-10)
+        assert half.stats.count.item() == one.stats.count.item()
+
+
+def test_reward_scaling_across_two_ranks_equals_one_process_with_all_samplers():
+    gen = torch.Generator().manual_seed(0)
+    rewards = torch.randn(20, 8, generator=gen) * 3 + 1
+    done = (torch.rand(20, 8, generator=gen) < 0.1).float()
+    one = RewardScaler(8)
+    whole = rewards.clone()
+    one.scale_(whole, done, 0.99)
+    halves, ranks = [RewardScaler(4), RewardScaler(4)], _TwoRanks()
+    parts = [rewards[:, :4].clone(), rewards[:, 4:].clone()]
+    ranks.run(lambda: halves[0].scale_(parts[0], done[:, :4], 0.99, ranks.sum_for(0)),
+              lambda: halves[1].scale_(parts[1], done[:, 4:], 0.99, ranks.sum_for(1)))
+    assert torch.allclose(torch.cat(parts, 1), whole, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(whole, rewards)  # scaled at all
+    assert torch.equal(torch.cat([h.returns for h in halves]), one.returns)
+    for h in halves:
+        assert h.stats.var.item() == pytest.approx(one.stats.var.item(), rel=1e-12)
