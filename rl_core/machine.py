@@ -25,12 +25,18 @@ class Machine:
             hung (named, with whether its process is stopped) and the run stops.
         collective_timeout_s: with several ranks (torchrun, SLURM tasks), the longest any rank waits in a
             collective (gradient average, checkpoint): a rank that died or hangs makes the others fail within it.
+        sync_frac: with several ranks, DD-PPO's straggler cut-off: once this fraction of the ranks has
+            finished its rollout, the others end theirs early and the update uses the rollouts as they are
+            (``rl_core.distributed.StragglerCutoff``). ``null``: off, every rank collects its whole rollout.
+            A cut depends on timing, so such a run is not reproducible bit for bit.
+        min_rollout_frac: the least fraction of its rollout's steps a rank collects before a cut.
     """
 
     def __init__(self, num_samplers: int = 8, num_workers: int | None = 0, valid_samplers: int = 1,
                  test_samplers: int = 1, devices: list[int] | None = None, torch_threads: int | None = None,
                  start_method: str = "spawn", compile: bool = False, worker_timeout_s: float = 30.0,
-                 collective_timeout_s: float = 300.0) -> None:
+                 collective_timeout_s: float = 300.0, sync_frac: float | None = None,
+                 min_rollout_frac: float = 0.25) -> None:
         for key in ("num_samplers", "valid_samplers", "test_samplers"):
             if locals()[key] < 1:
                 raise ValueError(f"{key}: must be >= 1, got {locals()[key]}")
@@ -42,6 +48,10 @@ class Machine:
             raise ValueError(f"worker_timeout_s: must be > 0, got {worker_timeout_s}")
         if collective_timeout_s <= 0:
             raise ValueError(f"collective_timeout_s: must be > 0, got {collective_timeout_s}")
+        if sync_frac is not None and not 0 < sync_frac <= 1:
+            raise ValueError(f"sync_frac: must be in (0, 1] or null, got {sync_frac}")
+        if not 0 < min_rollout_frac <= 1:
+            raise ValueError(f"min_rollout_frac: must be in (0, 1], got {min_rollout_frac}")
         if start_method not in START_METHODS:
             raise ValueError(f"start_method: must be one of {START_METHODS}, got {start_method!r}")
         self.devices = list(devices or [])
@@ -59,6 +69,8 @@ class Machine:
         self.compile = compile
         self.worker_timeout_s = worker_timeout_s
         self.collective_timeout_s = collective_timeout_s
+        self.sync_frac = sync_frac
+        self.min_rollout_frac = min_rollout_frac
 
     @property
     def device(self) -> torch.device:

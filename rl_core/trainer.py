@@ -28,7 +28,7 @@ from rl_core.algo.storage import RolloutStorage
 from rl_core.checkpoint import (CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint,
                                 load_model_weights, remove_stale_temporaries, save_checkpoint)
 from rl_core.config_check import ConfigError
-from rl_core.distributed import Ranks
+from rl_core.distributed import Ranks, StragglerCutoff
 from rl_core.eval.evaluation import METRICS, fixed_tasks, play_tasks, summarize
 from rl_core.machine import Machine
 from rl_core.markers import DONE, read_marker, write_marker
@@ -75,6 +75,7 @@ class MetricWindow:
         self.steps = 0
         self.wall_s = 0.0
         self.collect_s = 0.0
+        self.fills: list[float] = []  # with a straggler cut-off: steps collected / a whole rollout's, per rollout
 
     def summary(self, lr: float, stage: int) -> dict[str, float]:
         out = {f"train/{k}": float(np.mean([e[k] for e in self.episodes])) for k in METRICS if self.episodes}
@@ -85,6 +86,8 @@ class MetricWindow:
         out["train/pipeline_stage"] = float(stage)
         out["train/approx_fps"] = self.steps / max(self.wall_s, 1e-9)
         out["train/env_steps_per_s"] = self.steps / max(self.collect_s, 1e-9)
+        if self.fills:
+            out["train/rollout_fill"] = float(np.mean(self.fills))
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -162,6 +165,11 @@ class Trainer:
             if unknown:
                 raise ConfigError(f"pipeline.stages[{i}].loss_names: unknown loss {sorted(unknown)}; "
                                  f"available: ['{loss.name}']")
+            if (machine.sync_frac is not None and pipeline.settings(i).minibatch_size is not None
+                    and pipeline.settings(i).minibatch_size * machine.min_rollout_frac < 2):
+                raise ConfigError(f"pipeline.stages[{i}]: minibatch_size={pipeline.settings(i).minibatch_size} is "
+                                  f"too small for machine.min_rollout_frac={machine.min_rollout_frac}: a cut "
+                                  "rollout could leave a minibatch empty")
             mb = pipeline.settings(i).num_mini_batch
             # minibatches split by sampler need one sampler each at least
             if pipeline.settings(i).minibatch_size is None and mb > machine.num_samplers:
@@ -328,8 +336,10 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _collect(self, samplers: Samplers, storage: RolloutStorage, settings: StageSettings) -> None:
-        """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples.
+    def _collect(self, samplers: Samplers, storage: RolloutStorage, settings: StageSettings,
+                 cutoff: StragglerCutoff | None = None) -> RolloutStorage:
+        """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples; returns
+        it, or with ``cutoff`` the first ``T' ≤ T`` steps when the straggler cut-off ended the rollout early.
 
         The per-step loop is dispatch-bound (8-row batches), so it does as few torch calls as it can: the
         rollout's noise is drawn in one call (the same numbers as one draw per step when ``N·A`` is a
@@ -348,6 +358,7 @@ class Trainer:
         if host:
             rewards, terminated, truncated, obs_np = (x.numpy() for x in (storage.rewards, storage.terminated,
                                                                         storage.truncated, storage.obs))
+        steps = storage.num_steps
         for t in range(storage.num_steps):
             mean, value = model(storage.obs[t])
             storage.means[t] = mean
@@ -365,9 +376,16 @@ class Trainer:
             if settings.bootstrap_truncation and buf.truncated.any():
                 rows = torch.from_numpy(np.flatnonzero(buf.truncated)).to(dev)
                 storage.final_values[t, rows] = model(torch.from_numpy(buf.final_obs).to(dev)[rows])[1]
+            if cutoff is not None and t + 1 < storage.num_steps and cutoff.should_stop(t + 1):
+                steps = t + 1
+                break
+        if cutoff is not None:
+            cutoff.finished()
+            storage = storage.prefix(steps) if steps < storage.num_steps else storage
         storage.log_probs.copy_(model.log_prob(storage.means, storage.actions))
         storage.values[-1] = model(storage.obs[-1])[1]
         storage.final_values.mul_(storage.truncated)
+        return storage
 
     def _advance_stage(self) -> bool:
         """Move past finished stages (checked at the start of a rollout); False when all are done."""
@@ -416,6 +434,8 @@ class Trainer:
                                  resume_step=self.state.total_steps + 1 if resumed else None))
         last_valid: dict[str, float] = {}
         storage: RolloutStorage | None = None
+        cutoff = (StragglerCutoff(self.ranks, m.sync_frac, m.min_rollout_frac, m.collective_timeout_s)
+                  if self.ranks.active and m.sync_frac is not None else None)
         failed = True
         try:
             # sampler indices (and so their seeds) are global: rank r steps r·K … r·K + K − 1
@@ -452,24 +472,31 @@ class Trainer:
                         storage.obs[0] = obs
                     t0 = time.perf_counter()
                     torch.set_num_threads(1)  # tiny batched inference; more threads only spin
-                    self._collect(samplers, storage, settings)
+                    if cutoff is not None:
+                        cutoff.start(self.state.rollouts, settings.num_steps)
+                    rollout = self._collect(samplers, storage, settings, cutoff)
                     t1 = time.perf_counter()
                     torch.set_num_threads(m.torch_threads)
                     across = self.ranks.sum if self.ranks.active else None  # normalisers' statistics: global
                     if self.reward_scaler is not None:
-                        self.reward_scaler.scale_(storage.rewards, torch.maximum(storage.terminated, storage.truncated),
+                        self.reward_scaler.scale_(rollout.rewards, torch.maximum(rollout.terminated, rollout.truncated),
                                                   settings.gamma, across)
-                    prepare_advantages(storage, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
+                    prepare_advantages(rollout, self.loss, settings.gamma, settings.use_gae, settings.gae_lambda,
                                        settings.bootstrap_truncation, self.ranks)
-                    losses = ppo_update(self.model, self.update_loss, self.optimizer, storage, settings.update_repeats,
+                    losses = ppo_update(self.model, self.update_loss, self.optimizer, rollout, settings.update_repeats,
                                         settings.num_mini_batch, settings.max_grad_norm, self.generator,
                                         settings.minibatch_size, self.ranks.average_gradients)
                     if getattr(self.model, "obs_norm", None) is not None:
                         # after the update: collection and update of a rollout see the same statistics
-                        self.model.obs_norm.update(storage.obs[:-1], across)
-                    storage.start_next()
+                        self.model.obs_norm.update(rollout.obs[:-1], across)
+                    rollout.start_next()
                     obs = storage.obs[0]
                     steps = settings.num_steps * m.num_samplers * self.ranks.world  # summed over every rank
+                    if cutoff is not None:  # the ranks' rollouts as they were cut
+                        steps_now = self.ranks.sum(torch.tensor([float(rollout.num_steps * m.num_samplers)],
+                                                                dtype=torch.float64))
+                        self.window.fills.append(float(steps_now.item()) / steps)
+                        steps = int(steps_now.item())
                     self.state.total_steps += steps
                     self.state.stage_steps += steps
                     self.state.rollouts += 1

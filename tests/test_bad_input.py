@@ -51,6 +51,9 @@ def _assert_one_line_error(proc, *fragments):
     (["model.obs_clip=0"], ["model.obs_clip: must be > 0, got 0"]),
     (["pipeline.minibatch_size=0"], ["pipeline.minibatch_size: must be >= 1, got 0 (stages[0])"]),
     (["pipeline.reward_clip=0"], ["pipeline.reward_clip: must be > 0, got 0"]),
+    (["machine.sync_frac=1.5"], ["machine.sync_frac: must be in (0, 1] or null, got 1.5"]),
+    (["machine.sync_frac=0.6", "pipeline.minibatch_size=4"],
+     ["pipeline.stages[0]: minibatch_size=4 is too small for machine.min_rollout_frac=0.25"]),
 ])
 def test_bad_config(launch_here, tmp_path, args, fragments):
     _assert_one_line_error(launch_here(*SMOKE, f"run_dir={tmp_path}", *args), *fragments)

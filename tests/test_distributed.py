@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT, launch_env, run_launch
+from tests.conftest import ROOT, launch_env, run_launch, tb_scalars
 from tests.test_train import TINY
 
 pytestmark = pytest.mark.slow  # two processes and a rendezvous: make test, not make test-fast
@@ -128,3 +128,22 @@ def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterru
     assert a["reward_scaler"]["returns"].shape == (4,)  # 2 ranks x 2 samplers
     assert torch.equal(a["reward_scaler"]["returns"], b["reward_scaler"]["returns"])
     assert all(torch.equal(v, b["reward_scaler"]["stats"][k]) for k, v in a["reward_scaler"]["stats"].items())
+
+
+def test_the_straggler_cut_off_ends_a_slow_ranks_rollouts_early(tmp_path):
+    """Rank 1's env steps sleep 5 ms (tests/slow_env.py); rank 0 collects its 100 steps in a fraction of that.
+    With ``sync_frac=0.5`` rank 1 stops once rank 0 is done, after at least 25% of its steps."""
+    args = [*TINY, "pipeline.stages.0.max_stage_steps=4000", "machine.num_samplers=2", "machine.torch_threads=1",
+            "env.env_id=tests.slow_env:SlowLunarLander-v0", "machine.sync_frac=0.5", "machine.min_rollout_frac=0.25"]
+    proc = subprocess.run(_torchrun(*args, f"run_dir={tmp_path}"), cwd=ROOT, env=launch_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    fills = [v for _, v in tb_scalars(tmp_path)["train/rollout_fill"]]
+    # a whole rollout is 2 ranks x 2 samplers x 100 steps; rank 0's 200 and at least 2 x 25 of rank 1's
+    assert fills and all(0.625 <= f < 1.0 for f in fills), fills
+    assert sum(fills) / len(fills) < 0.8, fills
+    final = _final(tmp_path)
+    # the counters add the steps each rank really collected: not a multiple of whole rollouts
+    steps = final["state"]["total_steps"]
+    assert 4000 <= steps < 400 * final["state"]["rollouts"], final["state"]
+    assert json.loads((tmp_path / "DONE").read_text())["total_steps"] == steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Iterator
 
 import torch
@@ -19,6 +21,7 @@ class RolloutStorage:
                  log_prob_dims: int, device: torch.device) -> None:
         T, N = num_steps, num_samplers
         self.num_steps, self.num_samplers = T, N
+        self.full_steps = T  # a prefix() view keeps the length of the whole rollout
         z = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
         self.obs = z(T + 1, N, obs_dim)
         self.actions = z(T, N, action_dim)
@@ -36,6 +39,18 @@ class RolloutStorage:
         """Carry the last observation over as the first of the next rollout."""
         self.obs[0].copy_(self.obs[-1])
 
+    def prefix(self, steps: int) -> "RolloutStorage":
+        """The first ``steps`` steps as views (a rollout that a straggler cut-off ended early); writes go
+        through, and its :meth:`start_next` carries ``obs[steps]`` over."""
+        view = copy.copy(self)
+        view.num_steps = steps
+        for name in ("obs", "values"):
+            setattr(view, name, getattr(self, name)[:steps + 1])
+        for name in ("actions", "means", "log_probs", "rewards", "terminated", "truncated", "final_values",
+                     "returns", "advantages"):
+            setattr(view, name, getattr(self, name)[:steps])
+        return view
+
     def minibatches(self, num_mini_batch: int, generator: torch.Generator | None = None,
                     minibatch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """Yield ``num_mini_batch`` batches split by sampler (not by time step), flattened to ``[T*n, ...]``;
@@ -50,7 +65,11 @@ class RolloutStorage:
         if minibatch_size is not None:
             flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in fields.items()}
             perm = torch.randperm(self.num_steps * self.num_samplers, generator=generator, device=device)
-            for idx in perm.to(self.obs.device).split(minibatch_size):
+            perm = perm.to(self.obs.device)
+            # a cut rollout makes as many (smaller) batches as a whole one: every rank takes as many steps
+            batches = (perm.split(minibatch_size) if self.num_steps == self.full_steps else
+                       perm.tensor_split(math.ceil(self.full_steps * self.num_samplers / minibatch_size)))
+            for idx in batches:
                 yield {k: v[idx] for k, v in flat.items()}
             return
         if num_mini_batch == 1:

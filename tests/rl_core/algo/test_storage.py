@@ -62,3 +62,18 @@ def test_a_single_sampler_can_minibatch_over_its_steps():
     s.returns.copy_(torch.arange(8.0).reshape(8, 1))
     batches = list(s.minibatches(1, torch.Generator().manual_seed(1), minibatch_size=2))
     assert len(batches) == 4 and sorted(torch.cat([b["returns"] for b in batches]).tolist()) == list(range(8))
+
+
+def test_a_cut_rollout_is_a_view_of_its_first_steps_and_makes_as_many_transition_batches():
+    s = _storage()  # 3 steps x 4 samplers
+    cut = s.prefix(2)
+    assert cut.num_steps == 2 and cut.obs.shape == (3, 4, 2) and cut.values.shape == (3, 4)
+    assert cut.returns.shape == (2, 4) and cut.returns.data_ptr() == s.returns.data_ptr()
+    cut.advantages.fill_(7.0)  # writes go through to the whole rollout's first steps
+    assert s.advantages[:2].eq(7.0).all() and s.advantages[2].eq(0.0).all()
+    # a whole rollout of 12 transitions in batches of 5 is 3 optimizer steps; its cut of 8 is 3 as well
+    batches = list(cut.minibatches(1, torch.Generator().manual_seed(0), minibatch_size=5))
+    assert [len(b["returns"]) for b in batches] == [3, 3, 2]
+    assert sorted(torch.cat([b["obs"] for b in batches])[:, 1].tolist()) == [0.0] * 4 + [1.0] * 4
+    cut.start_next()  # obs[2], the first of the next rollout
+    assert s.obs[0, :, 1].eq(2.0).all()
