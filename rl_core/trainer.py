@@ -200,6 +200,12 @@ class Trainer:
                 raise CheckpointError(f"resume=true but {self.run_dir / 'checkpoints'} holds no checkpoint "
                                       "(ckpt_*.pt); start without resume=true, or point run_dir at the run to continue")
             self.resume_state = self._load_newest(found)
+            saved, here = len(self.resume_state["samplers"]), machine.num_samplers * self.ranks.world
+            if saved != here:  # a checkpoint holds every rank's samplers: the layout must be the same
+                raise CheckpointError(f"{found[-1][1]} holds the states of {saved} samplers (ranks × "
+                                      f"machine.num_samplers), this run has {self.ranks.world} rank(s) × "
+                                      f"{machine.num_samplers}: resume with {saved // machine.num_samplers} "
+                                      "rank(s), as the run trained")
             self._restore(self.resume_state, found[-1][1])
         elif init_weights:
             load_model_weights(self.model, load_checkpoint(Path(init_weights), self.device)["model"], Path(init_weights))

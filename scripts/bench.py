@@ -25,7 +25,10 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
   (``scripts/suite.py``, ``scripts/sb3_suite.py``);
 * ``distributed``: training steps/s of the fast preset's schedule (16 samplers in all) in one process with 2
   torch threads against 2 torchrun ranks × 8 samplers with 1 thread each (gloo), and ms per ``all_reduce``
-  of the model's gradients over loopback (``scripts/allreduce_time.py``).
+  of the model's gradients over loopback (``scripts/allreduce_time.py``); the spread of rollout times; and
+  the straggler cut-off with rank 1 slowed on purpose (``tests/slow_env.py``), without and with
+  ``machine.sync_frac=0.5``, and its cost with no straggler. ``scripts/scaling_model.py`` turns these
+  figures into a model of 1–64 ranks (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import suite  # noqa: E402 - scripts/suite.py: the suite section
 
 SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed")
 FAST = ["experiment=lunar_lander_fast"]
+STRAGGLER_DELAY_S = 0.0002  # the distributed section's slowed rank: this much more per env step (tests/slow_env.py)
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
 SOLVE_CONFIGS = {"default": [], "fast": FAST, "fast + envpool": FAST + ENVPOOL,
                  "fast + envpool + compile": FAST + ENVPOOL + ["machine.compile=true"]}
@@ -470,7 +474,7 @@ def main() -> None:
 
     if "distributed" in only:
         schedule = FAST + ["pipeline.stages.0.max_stage_steps=98304", "pipeline.save_interval=1000000",
-                           "pipeline.metric_accumulate_interval=16384"]
+                           "pipeline.metric_accumulate_interval=4096"]
         launch(out / "distributed_1", schedule + ["machine.torch_threads=2"])
         table = {"1 process x 16 samplers, 2 threads": round(rates(out / "distributed_1")[0])}
         run_dir = out / "distributed_2"
@@ -479,9 +483,27 @@ def main() -> None:
         run_process(torchrun + [str(ROOT / "launch.py"), f"run_dir={run_dir}", *schedule, "machine.num_samplers=8",
                                 "machine.torch_threads=1"])
         table["2 ranks x 8 samplers, 1 thread each"] = round(rates(run_dir)[0])  # rank 0 logs global steps
+        # one rollout per metric window: the spread of rank 0's collection time from rollout to rollout
+        collect = [4096 / v for _, v in tb_scalars(run_dir)["train/env_steps_per_s"]][1:]  # the first warms up
+        # a straggler: rank 1's env steps sleep DELAY more (tests/slow_env.py), without and with the cut-off
+        slow = ["env.env_id=tests.slow_env:SlowLunarLander-v0", f"+env.env_kwargs.delay_s={STRAGGLER_DELAY_S}"]
+        cutoffs = {}
+        for name, extra in (("rank 1 slowed", slow), ("rank 1 slowed, sync_frac=0.5", slow + ["machine.sync_frac=0.5"]),
+                            ("no straggler, sync_frac=0.5", ["machine.sync_frac=0.5"])):
+            d = out / f"distributed_{len(cutoffs) + 3}"
+            subprocess.run(["rm", "-rf", str(d)], check=True)
+            run_process(torchrun + [str(ROOT / "launch.py"), f"run_dir={d}", *schedule, "machine.num_samplers=8",
+                                    "machine.torch_threads=1", *extra])
+            fills = [v for _, v in tb_scalars(d).get("train/rollout_fill", [])]
+            cutoffs[name] = {"train_steps_per_s": round(rates(d)[0]),
+                             "rollout_fill": round(float(np.mean(fills)), 3) if fills else 1.0}
         _, _, proc = run_process(torchrun + [str(ROOT / "scripts" / "allreduce_time.py")])
         results["distributed"] = {"train_steps_per_s": table,
-                                  "all_reduce": json.loads(proc.stdout.strip().splitlines()[-1])}
+                                  "all_reduce": json.loads(proc.stdout.strip().splitlines()[-1]),
+                                  "rollout_collect_s": {"mean": round(float(np.mean(collect)), 4),
+                                                        "cv": round(float(np.std(collect) / np.mean(collect)), 4),
+                                                        "rollouts": len(collect)},
+                                  "straggler": cutoffs, "straggler_delay_s": STRAGGLER_DELAY_S}
         print("distributed:", results["distributed"], flush=True)
 
     json_file.write_text(json.dumps(results, indent=2) + "\n")
@@ -558,6 +580,15 @@ def markdown(r: dict) -> str:
                 "\n|---|---|\n" + "".join(f"| {k} | {v:,} |\n" for k, v in d["train_steps_per_s"].items()))
         a = d["all_reduce"]
         out += f"\nall_reduce of the model's {a['parameters']:,} gradients, gloo, loopback: {a['ms_per_all_reduce']} ms\n"
+        c = d.get("rollout_collect_s")
+        if c:
+            out += (f"\nRank 0's rollout collection: {c['mean']} s on average, coefficient of variation {c['cv']} "
+                    f"over {c['rollouts']} rollouts\n")
+        if d.get("straggler"):
+            out += (f"\nStraggler cut-off, 2 ranks x 8 samplers (rank 1's env steps {d['straggler_delay_s'] * 1e3:g} ms "
+                    "slower where slowed):\n\n| run | training steps/s | mean rollout fill |\n|---|---|---|\n"
+                    + "".join(f"| {k} | {v['train_steps_per_s']:,} | {v['rollout_fill']} |\n"
+                              for k, v in d["straggler"].items()))
     return out
 
 

@@ -118,6 +118,11 @@ def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterru
     proc.wait()
     saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
     assert saved and saved[-1] < 4000, saved
+    # one process cannot take over two ranks' samplers: refused in one line, nothing touched
+    alone = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, f"run_dir={run}", "resume=true"],
+                           cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 2 and "holds the states of 4 samplers" in alone.stderr + alone.stdout
+    assert "resume with 2 rank(s)" in alone.stderr + alone.stdout
     resumed = subprocess.run(_torchrun(*args, f"run_dir={run}", "resume=true"), cwd=ROOT, env=launch_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
