@@ -27,14 +27,20 @@ def _final(run_dir):
     return torch.load(ckpt, weights_only=True)
 
 
-def test_two_ranks_of_four_samplers_train_what_one_process_with_eight_does(launch_here, tmp_path):
-    one = launch_here(*TINY, "machine.num_samplers=8", f"run_dir={tmp_path / 'one'}")
+def _one_process_and_two_ranks(launch_here, tmp_path, *args):
+    """The final checkpoints of ``args`` trained by 1 process × 8 samplers (``tmp_path/one``) and by 2 torchrun
+    ranks × 4 samplers (``tmp_path/two``)."""
+    one = launch_here(*args, "machine.num_samplers=8", f"run_dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(_torchrun(*TINY, "machine.num_samplers=4", "machine.torch_threads=1",
+    two = subprocess.run(_torchrun(*args, "machine.num_samplers=4", "machine.torch_threads=1",
                                    f"run_dir={tmp_path / 'two'}"),
                          cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
+    return _final(tmp_path / "one"), _final(tmp_path / "two")
+
+
+def test_two_ranks_of_four_samplers_train_what_one_process_with_eight_does(launch_here, tmp_path):
+    a, b = _one_process_and_two_ranks(launch_here, tmp_path, *TINY)
     # 2 ranks x 4 samplers x 100 steps = one process's 8 x 100: the same env steps and schedule
     assert a["state"]["total_steps"] == b["state"]["total_steps"] == 4000
     assert len(b["samplers"]) == 8 and [s["rng"] for s in a["samplers"]] == [s["rng"] for s in b["samplers"]]
@@ -64,14 +70,8 @@ def test_two_ranks_of_four_samplers_train_what_one_process_with_eight_does(launc
 def test_the_normalisers_of_two_ranks_hold_the_statistics_of_one_process_with_all_samplers(launch_here, tmp_path):
     """Observation and return statistics over every rank's samplers. One rollout: later ones drift apart, as
     LunarLander's contacts amplify the last-bit differences of the averaged gradient."""
-    args = [*TINY, "pipeline.stages.0.max_stage_steps=800", "model.normalize_obs=true", "pipeline.reward_scaling=true"]
-    one = launch_here(*args, "machine.num_samplers=8", f"run_dir={tmp_path / 'one'}")
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(_torchrun(*args, "machine.num_samplers=4", "machine.torch_threads=1",
-                                   f"run_dir={tmp_path / 'two'}"),
-                         cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    a, b = _final(tmp_path / "one"), _final(tmp_path / "two")
+    a, b = _one_process_and_two_ranks(launch_here, tmp_path, *TINY, "pipeline.stages.0.max_stage_steps=800",
+                                      "model.normalize_obs=true", "pipeline.reward_scaling=true")
     for k in ("mean", "var"):
         assert torch.allclose(a["model"][f"obs_norm.stats.{k}"], b["model"][f"obs_norm.stats.{k}"], rtol=1e-9, atol=1e-12)
     assert a["model"]["obs_norm.stats.count"].item() == b["model"]["obs_norm.stats.count"].item() == 800 + 1e-4
