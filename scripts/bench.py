@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import scaling_model  # noqa: E402 - scripts/scaling_model.py: the distributed section's model
 import suite  # noqa: E402 - scripts/suite.py: the suite section
 
 SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed")
@@ -504,6 +505,8 @@ def main() -> None:
                                                         "cv": round(float(np.std(collect) / np.mean(collect)), 4),
                                                         "rollouts": len(collect)},
                                   "straggler": cutoffs, "straggler_delay_s": STRAGGLER_DELAY_S}
+        inputs = scaling_model.from_bench(results)
+        results["distributed"]["model"] = {"inputs": inputs, "table": scaling_model.table(**inputs)}
         print("distributed:", results["distributed"], flush=True)
 
     json_file.write_text(json.dumps(results, indent=2) + "\n")
@@ -589,6 +592,9 @@ def markdown(r: dict) -> str:
                     "slower where slowed):\n\n| run | training steps/s | mean rollout fill |\n|---|---|---|\n"
                     + "".join(f"| {k} | {v['train_steps_per_s']:,} | {v['rollout_fill']} |\n"
                               for k, v in d["straggler"].items()))
+        if d.get("model"):
+            out += ("\nModel of 1–64 ranks fed with these figures (scripts/scaling_model.py; inputs "
+                    f"{ {k: round(v, 4) for k, v in d['model']['inputs'].items()} }):\n\n" + d["model"]["table"])
     return out
 
 

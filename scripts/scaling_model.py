@@ -39,6 +39,17 @@ def allreduce_s(n: int, alpha_s: float, ranks_per_node: int, hop_s: float, grad_
     return 2 * (n - 1) * latency + 2 * (n - 1) / n * grad_bytes / link_bytes_per_s
 
 
+def rollout_end(tau: np.ndarray, sync_frac: float | None, min_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """(when each rollout's collection ends, the fraction of its steps collected) for ranks whose whole
+    rollouts would take ``tau`` ``[rollouts, N]`` seconds."""
+    if sync_frac is None:
+        return tau.max(1), np.ones(len(tau))
+    k = math.ceil(sync_frac * tau.shape[1] - 1e-9)
+    cut = np.sort(tau, 1)[:, k - 1:k]  # when the k-th rank finishes
+    ends = np.maximum(np.minimum(tau, cut), min_frac * tau)
+    return ends.max(1), (ends / tau).mean(1)
+
+
 def throughput(n: int, steps_per_rank: int, collect_s: float, cv: float, update_s: float, sync_s: float,
                sync_frac: float | None, min_frac: float, straggler_p: float, straggler_x: float,
                rollouts: int = 4000, seed: int = 0) -> tuple[float, float]:
@@ -47,13 +58,7 @@ def throughput(n: int, steps_per_rank: int, collect_s: float, cv: float, update_
     sigma = math.sqrt(math.log(1 + cv * cv))
     tau = collect_s * rng.lognormal(-sigma * sigma / 2, sigma, size=(rollouts, n))
     tau *= np.where(rng.random((rollouts, n)) < straggler_p, straggler_x, 1.0)
-    if sync_frac is None or n == 1:
-        end, fill = tau.max(1), np.ones(rollouts)
-    else:
-        k = math.ceil(sync_frac * n - 1e-9)
-        cut = np.sort(tau, 1)[:, k - 1:k]  # when the k-th rank finishes
-        ends = np.maximum(np.minimum(tau, cut), min_frac * tau)
-        end, fill = ends.max(1), (ends / tau).mean(1)
+    end, fill = rollout_end(tau, None if n == 1 else sync_frac, min_frac)
     steps = n * steps_per_rank * fill
     return float(steps.sum() / (end + update_s + sync_s).sum()), float(fill.mean())
 
@@ -97,6 +102,8 @@ def main() -> None:
     p.add_argument("--cv", type=float, default=0.05, help="its coefficient of variation over rollouts")
     p.add_argument("--update-s", type=float, default=0.02, help="update compute per rollout, seconds")
     p.add_argument("--allreduce-ms", type=float, default=1.46, help="one 2-rank all_reduce, ms")
+    p.add_argument("--grad-steps", type=int, default=40, help="optimizer steps (all_reduces) per rollout")
+    p.add_argument("--steps-per-rank", type=int, default=8 * 256, help="env steps of one rank's rollout")
     p.add_argument("--ranks-per-node", type=int, default=16)
     p.add_argument("--hop-us", type=float, default=50.0, help="extra latency per ring step across nodes, µs")
     args = p.parse_args()
@@ -105,7 +112,8 @@ def main() -> None:
             inputs = from_bench(json.load(f))
     else:
         inputs = {"collect_s": args.collect_s, "cv": args.cv, "update_s": args.update_s,
-                  "allreduce_ms": args.allreduce_ms, "grad_steps": 40, "steps_per_rank": 8 * 256, "grad_bytes": 4 * 5411}
+                  "allreduce_ms": args.allreduce_ms, "grad_steps": args.grad_steps,
+                  "steps_per_rank": args.steps_per_rank, "grad_bytes": 4 * 5411}
     print("inputs:", {k: round(v, 4) for k, v in inputs.items()})
     print(table(**inputs, ranks_per_node=args.ranks_per_node, hop_s=args.hop_us * 1e-6))
 

@@ -3,6 +3,7 @@
 import importlib.util
 import math
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -76,3 +77,22 @@ def test_wilson_interval_by_hand():
                                                                       "process_wall_s": None, "train_wall_s": None}])
     assert s["solved"] == "15/16" and s["robust"] == "15/16" and s["solved_ci"] == bench.wilson(15, 16)
     assert s["median_robust_env_steps"] == 2 and s["median_heldout_at_solve"] == 210.0
+
+
+def test_scaling_model_by_hand():
+    model = bench.scaling_model
+    # a ring of 4 ranks on one node: 6 latency steps and 6/4 of the bytes; across nodes each step pays the hop
+    assert model.allreduce_s(4, 1e-3, 16, 50e-6, 1000.0, 1e6) == pytest.approx(6e-3 + 1.5e-3)
+    assert model.allreduce_s(32, 1e-3, 16, 50e-6, 0.0, 1e6) == pytest.approx(62 * 1.05e-3)
+    assert model.allreduce_s(1, 1e-3, 16, 50e-6, 1000.0, 1e6) == 0.0
+    # no spread, no stragglers: N ranks' steps over collection + update + sync, the cut-off changes nothing
+    for q in (None, 0.5):
+        rate, fill = model.throughput(4, 2000, 0.2, 0.0, 0.05, 0.01, q, 0.25, 0.0, 1.0, rollouts=10)
+        assert rate == pytest.approx(4 * 2000 / 0.26) and fill == pytest.approx(1.0)
+    # a cut once 2 of 4 ranks are done: rank times (0.2, 0.4, 0.4, 0.8) cut at 0.4, the slowest has half
+    end, fill = model.rollout_end(np.array([[0.2, 0.4, 0.4, 0.8]]), 0.5, 0.25)
+    assert end.tolist() == [0.4] and fill.tolist() == [pytest.approx(3.5 / 4)]
+    end, fill = model.rollout_end(np.array([[0.2, 0.4, 0.4, 0.8]]), 0.5, 0.75)  # but 75% at least: until 0.6
+    assert end.tolist() == [pytest.approx(0.6)] and fill.tolist() == [pytest.approx(3.75 / 4)]
+    end, fill = model.rollout_end(np.array([[0.2, 0.4, 0.4, 0.8]]), None, 0.25)  # no cut: the slowest's time
+    assert end.tolist() == [0.8] and fill.tolist() == [1.0]
