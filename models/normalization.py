@@ -33,7 +33,7 @@ class RunningMeanStd(nn.Module):
         if across is None:
             batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
         else:  # one all_reduce of [rows, Σx, Σx²]
-            sums = across(torch.cat([torch.tensor([float(x.shape[0])], dtype=torch.float64),
+            sums = across(torch.cat([torch.tensor([float(x.shape[0])], dtype=torch.float64, device=x.device),
                                      x.sum(0).reshape(-1), (x * x).sum(0).reshape(-1)]))
             d = self.mean.numel()
             n = sums[0]

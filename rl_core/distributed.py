@@ -30,10 +30,12 @@ class Ranks:
     Args:
         rank, world: this process's rank and the number of ranks.
         local_rank: its rank on this node (which GPU it takes).
+        device: where the collectives' tensors live (its GPU for nccl, the CPU for gloo).
     """
 
-    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0) -> None:
-        self.rank, self.world, self.local_rank = rank, world, local_rank
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0,
+                 device: torch.device = torch.device("cpu")) -> None:
+        self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
 
     @property
     def main(self) -> bool:
@@ -63,17 +65,18 @@ class Ranks:
             offset += g.numel()
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Elementwise sum over ranks of a small float64 tensor."""
+        """Elementwise sum over ranks of a small float64 tensor (returned on the device it came from)."""
         if self.active:
-            values = values.clone()
-            dist.all_reduce(values)
+            total = values.to(self.device, copy=True)
+            dist.all_reduce(total)
+            values = total.to(values.device)
         return values
 
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any rank (a stop request reaches all ranks at the same rollout)."""
         if not self.active:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -175,14 +178,14 @@ def process_rank() -> int:
     return 0
 
 
-def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0) -> Ranks:
+def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0, devices: list[int] | None = None) -> Ranks:
     """The ranks of this experiment as torchrun or submitit describe them, with the process group up.
 
     torchrun sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*``; in a submitit job of several tasks
     (``hydra.launcher.tasks_per_node``/``nodes``, on SLURM or submitit_local) submitit's
     ``TorchDistributedEnvironment`` exports the same (rank from the task, rendezvous on the first node, a
     port drawn from the job id). ``timeout_s`` bounds every collective: a rank that died or hangs makes the
-    others fail within it.
+    others fail within it. With nccl, each rank takes GPU ``devices[local_rank % len(devices)]``.
     """
     if "WORLD_SIZE" not in os.environ and _submitit_tasks() > 1:
         import submitit
@@ -191,7 +194,12 @@ def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0) -> R
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Ranks()
-    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cpu")
+    if backend == "nccl":  # one GPU per rank, current before the group starts (nccl's objects live there)
+        device = torch.device("cuda", (devices or [0])[local_rank % len(devices or [0])])
+        torch.cuda.set_device(device)
+    ranks = Ranks(int(os.environ["RANK"]), world, local_rank, device)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     log.info("distributed: %s (pid %d; %s, collective timeout %g s)", ranks, os.getpid(), backend, timeout_s)

@@ -118,8 +118,9 @@ def train(cfg: DictConfig) -> float:
 
     composed = cfg.copy()
     check_top_level(cfg)
-    ranks = ranks_from_environment("nccl" if cfg.machine.get("devices") else "gloo",
-                                   float(cfg.machine.get("collective_timeout_s", 300.0)))
+    devices = list(cfg.machine.get("devices") or [])
+    ranks = ranks_from_environment("nccl" if devices else "gloo", float(cfg.machine.get("collective_timeout_s", 300.0)),
+                                   devices)
     run_dir, cfg.resume, overwrite = _agree_on_run_dir(cfg, ranks)
     if not ranks.main:  # rank 0 owns the folder; the others log to their own file in it
         open_run_logs(run_dir / f"rank{ranks.rank}")
@@ -132,7 +133,7 @@ def train(cfg: DictConfig) -> float:
     factory = instantiate(cfg, "env")  # refuses an env without flat Box observations and Box actions
     trainer = Trainer(
         run_dir=run_dir, task_factory=factory, model=_build_model(cfg, factory), loss=instantiate(cfg, "algo"),
-        pipeline=instantiate(cfg, "pipeline"), machine=instantiate(cfg, "machine"),
+        pipeline=instantiate(cfg, "pipeline"), machine=_machine_for(cfg, ranks),
         logger=instantiate(cfg, "logger") if ranks.main else SilentLogger(),
         seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
         resume=cfg.resume, init_weights=cfg.checkpoint, group=group, name=name,
@@ -152,6 +153,14 @@ def train(cfg: DictConfig) -> float:
     log.info("done: %d env steps; final valid reward %.1f, success %.2f; outputs in %s",
              trainer.state.total_steps, result["reward"], result["success"], run_dir)
     return result["reward"]
+
+
+def _machine_for(cfg: DictConfig, ranks: Any) -> Any:
+    """The run's machine; with several ranks on GPUs, each rank's on its own GPU (``ranks.device``)."""
+    machine = instantiate(cfg, "machine")
+    if ranks.active and machine.devices:
+        machine.devices = [ranks.device.index]
+    return machine
 
 
 def _agree_on_run_dir(cfg: DictConfig, ranks: Any) -> tuple[Path, bool, bool]:

@@ -134,7 +134,7 @@ def prepare_advantages(storage: RolloutStorage, loss: PPOLoss, gamma: float, use
 def normalize_across(advantages: torch.Tensor, ranks: Any, eps: float = 1e-5) -> torch.Tensor:
     """:func:`normalize` with the mean and (unbiased) std of all ranks' advantages together."""
     a = advantages.double()
-    n, total, squares = ranks.sum(torch.stack([torch.tensor(float(a.numel()), dtype=torch.float64),
+    n, total, squares = ranks.sum(torch.stack([torch.tensor(float(a.numel()), dtype=torch.float64, device=a.device),
                                                a.sum(), (a * a).sum()]))
     mean = total / n
     std = torch.sqrt((squares - n * mean * mean) / (n - 1))
