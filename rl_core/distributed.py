@@ -2,8 +2,9 @@
 
 Every rank steps its own block of samplers (global indices ``rank·K … rank·K + K − 1``, so their seeds are
 those of one process with ``N·K`` samplers), computes its gradients on its own rollout, and the gradients
-are averaged with ``all_reduce`` before every optimizer step; advantage statistics are global. Rank 0 alone
-validates, checkpoints and logs. The ranks come from the environment torchrun or submitit sets (``RANK``,
+are averaged with ``all_reduce`` before every optimizer step; advantage and normaliser statistics are
+global; :class:`StragglerCutoff` optionally ends slow ranks' rollouts early. Rank 0 alone validates,
+checkpoints and logs. The ranks come from the environment torchrun or submitit sets (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); without them a run is one process and
 nothing here does anything.
 """
