@@ -54,13 +54,13 @@ def main(cfg: DictConfig) -> float | None:
     from envs.samplers import SamplerError
     from rl_core.checkpoint import CheckpointError
     from rl_core.config_check import ConfigError
+    from rl_core.distributed import RanksFailed, process_rank
     from rl_core.modes import MODE_FUNCTIONS, interrupted_message, is_multirun, job_output_dir
     from rl_core.run_dir import RunDirTaken, own_it, release_all
     from rl_core.tracking.report import SweepJobsFailed
     from rl_core.trainer import TrainingInterrupted
 
-    one_line_errors = {ConfigError: 2, CheckpointError: 2, SamplerError: 2, SweepJobsFailed: 4}
-    from rl_core.distributed import process_rank
+    one_line_errors = {ConfigError: 2, CheckpointError: 2, SamplerError: 2, SweepJobsFailed: 4, RanksFailed: 1}
     try:
         return MODE_FUNCTIONS.get(cfg.mode, MODE_FUNCTIONS["train"])(cfg)
     except KeyboardInterrupt:  # a second Ctrl-C in training, or one before training began

@@ -11,18 +11,24 @@ nothing here does anything.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
 import os
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+
+class RanksFailed(RuntimeError):
+    """A collective failed: another rank died, or hangs longer than ``machine.collective_timeout_s``."""
 
 
 class Ranks:
@@ -32,11 +38,13 @@ class Ranks:
         rank, world: this process's rank and the number of ranks.
         local_rank: its rank on this node (which GPU it takes).
         device: where the collectives' tensors live (its GPU for nccl, the CPU for gloo).
+        timeout_s: how long a collective waits for the other ranks (for the error message).
     """
 
     def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0,
-                 device: torch.device = torch.device("cpu")) -> None:
+                 device: torch.device = torch.device("cpu"), timeout_s: float = 300.0) -> None:
         self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
+        self.timeout_s = timeout_s
 
     @property
     def main(self) -> bool:
@@ -50,6 +58,17 @@ class Ranks:
     def __repr__(self) -> str:
         return f"rank {self.rank} of {self.world}"
 
+    @contextlib.contextmanager
+    def waiting_for_peers(self, what: str) -> Iterator[None]:
+        """Turns the backend's error (a closed connection, a timeout) into one line that says what happened."""
+        try:
+            yield
+        except RuntimeError as e:  # gloo's and nccl's errors are RuntimeErrors
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            raise RanksFailed(f"{self}: {what} failed ({reason}): another rank died or hangs (a rank waits "
+                              f"machine.collective_timeout_s = {self.timeout_s:g} s); its own log may say why: "
+                              "RUN/rank<r>/launch.log, or the job's log") from None
+
     # -- collectives (no-ops for one rank) ------------------------------------------------------------
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
@@ -58,7 +77,8 @@ class Ranks:
             return
         grads = [p.grad for p in params if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
+        with self.waiting_for_peers("the gradient all_reduce"):
+            dist.all_reduce(flat)
         flat /= self.world
         offset = 0
         for g in grads:
@@ -69,7 +89,8 @@ class Ranks:
         """Elementwise sum over ranks of a small float64 tensor (returned on the device it came from)."""
         if self.active:
             total = values.to(self.device, copy=True)
-            dist.all_reduce(total)
+            with self.waiting_for_peers("a sum over ranks"):
+                dist.all_reduce(total)
             values = total.to(values.device)
         return values
 
@@ -78,7 +99,8 @@ class Ranks:
         if not self.active:
             return flag
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        with self.waiting_for_peers("the stop check"):
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
     def broadcast_object(self, obj: Any) -> Any:
@@ -86,7 +108,8 @@ class Ranks:
         if not self.active:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        with self.waiting_for_peers("a broadcast from rank 0"):
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def gather_objects(self, obj: Any) -> list[Any] | None:
@@ -94,19 +117,22 @@ class Ranks:
         if not self.active:
             return [obj]
         out: list[Any] | None = [None] * self.world if self.main else None
-        dist.gather_object(obj, out, dst=0)
+        with self.waiting_for_peers("a gather on rank 0"):
+            dist.gather_object(obj, out, dst=0)
         return out
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's weights and buffers on every rank."""
         if not self.active:
             return
-        for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src=0)
+        with self.waiting_for_peers("the broadcast of rank 0's weights"):
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, src=0)
 
     def barrier(self) -> None:
         if self.active:
-            dist.barrier()
+            with self.waiting_for_peers("a barrier"):
+                dist.barrier()
 
     def close(self) -> None:
         if self.active and dist.is_initialized():
@@ -149,11 +175,13 @@ class StragglerCutoff:
         if now < self._next_poll:
             return False
         self._next_poll = now + self.poll_s
-        return self.store.add(self.key, 0) >= self.needed
+        with self.ranks.waiting_for_peers("the straggler count"):
+            return self.store.add(self.key, 0) >= self.needed
 
     def finished(self) -> None:
         """This rank's rollout ended (full or cut)."""
-        self.store.add(self.key, 1)
+        with self.ranks.waiting_for_peers("the straggler count"):
+            self.store.add(self.key, 1)
 
 
 def _submitit_tasks() -> int:
@@ -200,7 +228,7 @@ def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0, devi
     if backend == "nccl":  # one GPU per rank, current before the group starts (nccl's objects live there)
         device = torch.device("cuda", (devices or [0])[local_rank % len(devices or [0])])
         torch.cuda.set_device(device)
-    ranks = Ranks(int(os.environ["RANK"]), world, local_rank, device)
+    ranks = Ranks(int(os.environ["RANK"]), world, local_rank, device, timeout_s)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     log.info("distributed: %s (pid %d; %s, collective timeout %g s)", ranks, os.getpid(), backend, timeout_s)
