@@ -28,6 +28,13 @@ def _final(run_dir):
     return torch.load(ckpt, weights_only=True)
 
 
+def _rank_pids(run):
+    """The process ids of a 2-rank run's ranks, from their logs."""
+    logs = [run / "launch.log", run / "rank1" / "launch.log"]
+    return [int(re.search(rf"distributed: rank {r} of 2 \(pid (\d+)", log.read_text()).group(1))
+            for r, log in enumerate(logs)]
+
+
 def _one_process_and_two_ranks(launch_here, tmp_path, *args):
     """The final checkpoints of ``args`` trained by 1 process × 8 samplers (``tmp_path/one``) and by 2 torchrun
     ranks × 4 samplers (``tmp_path/two``)."""
@@ -93,8 +100,7 @@ def test_a_rank_that_dies_or_hangs_fails_the_others_within_the_collective_timeou
         deadline = time.monotonic() + 120
         while not list((run / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
             time.sleep(0.1)
-        log1 = (run / "rank1" / "launch.log").read_text()
-        pid = int(re.search(r"distributed: rank 1 of 2 \(pid (\d+)", log1).group(1))
+        pid = _rank_pids(run)[1]
         os.kill(pid, sig)
         t0 = time.monotonic()
         # rank 0 stops in one line saying what happened, within the 10 s timeout (and some slack for the rollout)
@@ -107,9 +113,10 @@ def test_a_rank_that_dies_or_hangs_fails_the_others_within_the_collective_timeou
             assert proc.returncode != 0
             # torchrun's summary names the rank that died, with its signal
             assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", out) and "SIGKILL" in out, out[-3000:]
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # a stopped rank would keep torchrun waiting 30 s more
-            os.killpg(proc.pid, signal.SIGKILL)
+    finally:  # torchrun would wait 30 s more for a stopped rank, which runs in a session of its own
+        for target in (lambda: os.kill(pid, signal.SIGKILL), lambda: os.killpg(proc.pid, signal.SIGKILL)):
+            with contextlib.suppress(ProcessLookupError, NameError):
+                target()
         proc.wait()
 
 
@@ -126,10 +133,13 @@ def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterru
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "ckpt_0000001600.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    # torchrun and both ranks at once (torchrun starts each rank in a session of its own)
+    for pid in _rank_pids(run):
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("ckpt_*.pt"))
-    assert saved and saved[-1] < 4000, saved
+    assert saved and saved[-1] < 4000 and not (run / "DONE").exists(), saved
     # one process cannot take over two ranks' samplers: refused in one line, nothing touched
     alone = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, f"run_dir={run}", "resume=true"],
                            cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=120)
@@ -138,6 +148,7 @@ def test_a_two_rank_run_killed_and_resumed_ends_with_the_weights_of_an_uninterru
     resumed = subprocess.run(_torchrun(*args, f"run_dir={run}", "resume=true"), cwd=ROOT, env=launch_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"at step {saved[-1]}" in (run / "launch.log").read_text()  # resumed where the kill left it
     a, b = _final(tmp_path / "whole"), _final(run)
     assert a["state"]["total_steps"] == b["state"]["total_steps"] == 4000
     for name in a["model"]:  # weights and observation statistics
