@@ -147,31 +147,24 @@ def test_submitit_local_runs_the_same_sweep(tmp_path):
     assert "| `(all jobs)` | 2/2 |" in (sweep / "report.md").read_text()
 
 
-RANKS_2 = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1", "machine.num_samplers=2",
-           "machine.torch_threads=1"]
-
-
-def test_a_two_task_job_is_one_experiment_and_a_preempted_one_resumes_to_the_same_weights(slurm, tmp_path):
+def test_a_two_task_job_is_one_experiment_and_preempted_it_resumes_to_torchruns_weights(slurm, tmp_path):
     """``tasks_per_node=2``: one experiment on two ranks (rank and rendezvous from submitit). Preempted with
     SIGUSR2, every task stops at the same rollout, one checkpoint is written, the job is requeued once and
-    ends with the weights of the uninterrupted job, bit for bit."""
+    ends with the weights of the same experiment run uninterrupted by torchrun, bit for bit."""
     settings = [*SWEEP_TINY, "pipeline.stages.0.max_stage_steps=12000", "pipeline.save_interval=4000", "seed=5",
-                *RANKS_2]
+                "machine.num_samplers=2", "machine.torch_threads=1"]
     whole = tmp_path / "whole"
-    proc = run_launch("--multirun", "hydra/launcher=submitit_slurm", *settings, f"hydra.sweep.dir={whole}",
-                      env=slurm, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((whole / "0" / "DONE").read_text())["total_steps"] == 12000
-    # both tasks trained, as ranks 0 and 1 of one process group; rank 1 wrote only its own log
-    assert "distributed: rank 0 of 2" in (whole / "0" / "launch.log").read_text()
-    assert "distributed: rank 1 of 2" in (whole / "0" / "rank1" / "launch.log").read_text()
-    assert len(list((whole / ".submitit").rglob("*_result.pkl"))) == 2
+    torchrun = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               str(ROOT / "launch.py"), *settings, f"run_dir={whole}"],
+                              cwd=ROOT, env=launch_env(slurm), capture_output=True, text=True, timeout=300)
+    assert torchrun.returncode == 0, torchrun.stdout[-3000:] + torchrun.stderr[-3000:]
 
     sweep = tmp_path / "sweep"
     job = sweep / "0"
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), "--multirun", "hydra/launcher=submitit_slurm",
-         "hydra.launcher.timeout_min=5", *settings, f"hydra.sweep.dir={sweep}"],
+         "hydra.launcher.timeout_min=5", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
+         *settings, f"hydra.sweep.dir={sweep}"],
         cwd=ROOT, env=launch_env(slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(lambda: (job / "checkpoints" / "ckpt_0000004000.pt").is_file(), 240, "the first checkpoint")
@@ -183,13 +176,15 @@ def test_a_two_task_job_is_one_experiment_and_a_preempted_one_resumes_to_the_sam
     finally:
         proc.kill()
     assert proc.returncode == 0, out[-3000:]
+    # both tasks trained, as ranks 0 and 1 of one process group; rank 1 wrote only its own log
     log = (job / "launch.log").read_text()
+    assert "distributed: rank 0 of 2" in log and "distributed: rank 1 of 2" in (job / "rank1" / "launch.log").read_text()
     assert log.count("requeued job: resuming") == 1 and f"at step {stopped}" in log
     # one checkpoint on the signal, beside the scheduled ones
     names = sorted(p.name for p in (job / "checkpoints").iterdir())
     assert names == sorted({f"ckpt_{s:010d}.pt" for s in (4000, 8000, 12000, stopped)})
-    assert json.loads((job / "DONE").read_text()) == json.loads((whole / "0" / "DONE").read_text())
-    a = torch.load(whole / "0" / "checkpoints" / "ckpt_0000012000.pt", weights_only=True)
+    assert json.loads((job / "DONE").read_text()) == json.loads((whole / "DONE").read_text())
+    a = torch.load(whole / "checkpoints" / "ckpt_0000012000.pt", weights_only=True)
     b = torch.load(job / "checkpoints" / "ckpt_0000012000.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert [s["rng"] for s in a["samplers"]] == [s["rng"] for s in b["samplers"]] and len(b["samplers"]) == 4

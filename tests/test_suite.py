@@ -38,7 +38,10 @@ def _ckpt(run_dir, steps=None):
 def test_mujoco_recipe_resumes_bit_identically_with_its_normalisers_and_tests_as_it_validated(launch_here, tmp_path):
     # every training in a process of its own, as a user runs them: in the full suite, state left in the pytest
     # process by earlier in-process runs changed the float rounding of an in-process part (never when alone)
-    whole = run_launch(*TINY_MUJOCO, f"run_dir={tmp_path / 'whole'}")
+    # one validation and test episode of 1,000 steps, two checkpoints: the same checks at half the time
+    args = [*TINY_MUJOCO, "env.valid_episodes_per_sampler=1", "env.test_episodes_per_sampler=1",
+            "pipeline.save_interval=512"]
+    whole = run_launch(*args, f"run_dir={tmp_path / 'whole'}")
     assert whole.returncode == 0, whole.stderr[-3000:]
     a = _ckpt(tmp_path / "whole")
     assert a["state"]["total_steps"] == 1024
@@ -46,9 +49,9 @@ def test_mujoco_recipe_resumes_bit_identically_with_its_normalisers_and_tests_as
     assert a["reward_scaler"]["stats"]["count"] > 1000 and a["reward_scaler"]["returns"].shape == (2,)
 
     run = tmp_path / "killed"
-    saved = kill_at_checkpoint(*TINY_MUJOCO, f"run_dir={run}", checkpoint=run / "checkpoints" / "ckpt_0000000512.pt")
+    saved = kill_at_checkpoint(*args, f"run_dir={run}", checkpoint=run / "checkpoints" / "ckpt_0000000512.pt")
     assert saved and saved[-1] < 1024, saved
-    resumed = run_launch(*TINY_MUJOCO, f"run_dir={run}", "resume=true")
+    resumed = run_launch(*args, f"run_dir={run}", "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     b = _ckpt(run)
     for name in a["model"]:  # weights and the observation statistics
