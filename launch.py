@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> float | None:
         log.warning("%s", interrupted_message(cfg))
         sys.exit(130)
     except TrainingInterrupted as e:
-        if is_multirun() and process_rank() == 0:  # of several ranks, rank 0 writes the markers
+        if is_multirun() and process_rank() == 0:  # of several ranks, rank 0 writes the marker
             write_marker(job_output_dir(), PREEMPTED, steps=e.steps, signal=e.signum)
         log.warning("%s", e)
         if callable(e.handler) and e.handler is not signal.default_int_handler:
@@ -77,7 +77,8 @@ def main(cfg: DictConfig) -> float | None:
         code = next((c for kind, c in one_line_errors.items() if isinstance(e, kind)), None)
         if is_multirun():
             log.error("job failed: %s: %s", type(e).__name__, e, exc_info=code is None)
-            if cfg.mode == "train" and process_rank() == 0 and not isinstance(e, RunDirTaken):  # the job's dir is the sweep's
+            # the job's dir is the sweep's; of several ranks, rank 0 writes the marker
+            if cfg.mode == "train" and process_rank() == 0 and not isinstance(e, RunDirTaken):
                 own_it(job_output_dir(), cfg)
                 write_marker(job_output_dir(), FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0],
                              traceback=traceback.format_exc())

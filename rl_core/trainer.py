@@ -442,6 +442,9 @@ class Trainer:
         storage: RolloutStorage | None = None
         cutoff = (StragglerCutoff(self.ranks, m.sync_frac, m.min_rollout_frac, m.collective_timeout_s)
                   if self.ranks.active and m.sync_frac is not None else None)
+        if m.sync_frac is not None and not self.ranks.active:
+            log.warning("machine.sync_frac=%g cuts the rollouts of slow ranks; this run has one rank: no effect",
+                        m.sync_frac)
         failed = True
         try:
             # sampler indices (and so their seeds) are global: rank r steps r·K … r·K + K − 1

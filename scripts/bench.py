@@ -588,7 +588,8 @@ def markdown(r: dict) -> str:
             out += (f"\nRank 0's rollout collection: {c['mean']} s on average, coefficient of variation {c['cv']} "
                     f"over {c['rollouts']} rollouts\n")
         if d.get("straggler"):
-            out += (f"\nStraggler cut-off, 2 ranks x 8 samplers (rank 1's env steps {d['straggler_delay_s'] * 1e3:g} ms "
+            delay_ms = d["straggler_delay_s"] * 1e3
+            out += (f"\nStraggler cut-off, 2 ranks x 8 samplers (rank 1's env steps {delay_ms:g} ms "
                     "slower where slowed):\n\n| run | training steps/s | mean rollout fill |\n|---|---|---|\n"
                     + "".join(f"| {k} | {v['train_steps_per_s']:,} | {v['rollout_fill']} |\n"
                               for k, v in d["straggler"].items()))
