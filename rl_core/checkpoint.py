@@ -66,7 +66,8 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporary files of checkpoint writes whose process is gone (killed mid-write)."""
     removed = []
-    for tmp in (Path(run_dir) / CHECKPOINT_DIR).glob(".ckpt_*.tmp"):
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    for tmp in [*folder.glob(".ckpt_*.tmp"), *folder.glob(".replay_*.tmp")]:
         pid = tmp.suffixes[-2].lstrip(".") if len(tmp.suffixes) >= 2 else ""
         if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
             continue  # another live process is writing it

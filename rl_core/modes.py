@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -131,8 +132,10 @@ def train(cfg: DictConfig) -> float:
     group, name = job_identity()
     torch.manual_seed(cfg.seed)  # model init
     factory = instantiate(cfg, "env")  # refuses an env without flat Box observations and Box actions
+    algo = instantiate(cfg, "algo")
+    check_algo_fits(cfg, algo, factory)
     trainer = Trainer(
-        run_dir=run_dir, task_factory=factory, model=_build_model(cfg, factory), loss=instantiate(cfg, "algo"),
+        run_dir=run_dir, task_factory=factory, model=_build_model(cfg, factory), algo=algo,
         pipeline=instantiate(cfg, "pipeline"), machine=_machine_for(cfg, ranks),
         logger=instantiate(cfg, "logger") if ranks.main else SilentLogger(),
         seed=cfg.seed, config=OmegaConf.to_container(cfg, resolve=True),
@@ -153,6 +156,23 @@ def train(cfg: DictConfig) -> float:
     log.info("done: %d env steps; final valid reward %.1f, success %.2f; outputs in %s",
              trainer.state.total_steps, result["reward"], result["success"], run_dir)
     return result["reward"]
+
+
+def check_algo_fits(cfg: DictConfig, algo: Any, factory: Any) -> None:
+    """Settings that do not apply to the chosen algorithm are refused, never ignored: PPO's rollout and update
+    keys in ``pipeline`` under an off-policy learner, and an env whose action bounds its [-1, 1] actions miss."""
+    name = type(algo).__name__
+    for key in getattr(algo, "refused_pipeline_keys", ()):
+        places = [f"pipeline.{key}"] * (key in cfg.pipeline) + [
+            f"pipeline.stages[{i}].{key}" for i, st in enumerate(cfg.pipeline.stages) if key in st]
+        if places:
+            raise ConfigError(f"{places[0]}: a PPO setting that {name} does not use; remove it "
+                              f"({name}'s own settings are algo.*: conf/algo/{name.lower()}.yaml)")
+    space = factory.action_space
+    if (getattr(algo, "model_actor", None) and factory.action_handling != "rescale"
+            and not (np.all(space.low == -1.0) and np.all(space.high == 1.0))):
+        raise ConfigError(f"env.action_handling: {name} acts in [-1, 1] and {factory.env_id}'s bounds are "
+                          f"[{space.low.min():g}, {space.high.max():g}]: set env.action_handling=rescale")
 
 
 def _machine_for(cfg: DictConfig, ranks: Any) -> Any:

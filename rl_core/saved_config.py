@@ -29,6 +29,8 @@ RUN_GROUPS = ("env", "model", "algo", "pipeline", "machine", "logger")
 
 # Where the classes a saved config names live now (old module prefix -> new); first match wins.
 MOVED_TARGETS = {
+    "rl_core.ppo.PPOLoss": "rl_core.algo.ppo.PPO",  # the loss became the algorithm on the run loop (same keys)
+    "rl_core.algo.ppo.PPOLoss": "rl_core.algo.ppo.PPO",
     "envs.tasks.EnvPoolTaskFactory": "envs.envpool_backend.EnvPoolTaskFactory",
     "envs.tasks.": "envs.factory.",
     "rl_core.ppo.": "rl_core.algo.ppo.",

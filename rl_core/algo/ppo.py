@@ -5,14 +5,18 @@ Shapes: ``T`` steps × ``N`` samplers; ``B`` steps of a minibatch; ``K`` log-pro
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from rl_core.algo.storage import RolloutStorage
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -170,3 +174,195 @@ def ppo_update(model: nn.Module, loss: LossFn, optimizer: torch.optim.Optimizer,
     out = {k: float(v) / n for k, v in sums.items()}
     out["total_loss"] = out["ppo_total"]
     return out
+
+
+@torch.no_grad()
+def collect_rollout(model: nn.Module, samplers: Any, storage: RolloutStorage, generator: torch.Generator,
+                    bootstrap_truncation: bool, episodes: list[dict[str, Any]], ranks: Any,
+                    cutoff: Any = None) -> RolloutStorage:
+    """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples; returns
+    it, or with ``cutoff`` the first ``T' ≤ T`` steps when the straggler cut-off ended the rollout early.
+    Finished episodes' metrics are appended to ``episodes``.
+
+    The per-step loop is dispatch-bound (8-row batches), so it does as few torch calls as it can: the
+    rollout's noise is drawn in one call (the same numbers as one draw per step when ``N·A`` is a
+    multiple of 16), the old log-probs are computed once at the end, and on the CPU the env results
+    go into the storage through numpy views.
+    """
+    buf = samplers.buf
+    dev = storage.obs.device
+    if ranks.active:  # every rank draws the noise of all samplers and takes its own block
+        T, N, A = storage.actions.shape
+        noise = torch.randn((T, N * ranks.world, A), generator=generator, device=dev)
+        noise = noise[:, ranks.rank * N:(ranks.rank + 1) * N]
+    else:
+        noise = torch.randn(storage.actions.shape, generator=generator, device=dev)
+    host = dev.type == "cpu"
+    if host:
+        rewards, terminated, truncated, obs_np = (x.numpy() for x in (storage.rewards, storage.terminated,
+                                                                    storage.truncated, storage.obs))
+    steps = storage.num_steps
+    for t in range(storage.num_steps):
+        mean, value = model(storage.obs[t])
+        storage.means[t] = mean
+        storage.values[t] = value
+        action = model.sample(mean, noise=noise[t], out=storage.actions[t])
+        episodes += samplers.step(action.numpy() if host else action.cpu().numpy())
+        if host:
+            rewards[t], terminated[t], truncated[t] = buf.reward, buf.terminated, buf.truncated
+            obs_np[t + 1] = buf.obs
+        else:
+            storage.rewards[t] = torch.from_numpy(buf.reward).to(dev)
+            storage.terminated[t] = torch.from_numpy(buf.terminated).to(dev)
+            storage.truncated[t] = torch.from_numpy(buf.truncated).to(dev)
+            storage.obs[t + 1] = torch.from_numpy(buf.obs).to(dev)
+        if bootstrap_truncation and buf.truncated.any():
+            rows = torch.from_numpy(np.flatnonzero(buf.truncated)).to(dev)
+            storage.final_values[t, rows] = model(torch.from_numpy(buf.final_obs).to(dev)[rows])[1]
+        if cutoff is not None and t + 1 < storage.num_steps and cutoff.should_stop(t + 1):
+            steps = t + 1
+            break
+    if cutoff is not None:
+        cutoff.finished()
+        storage = storage.prefix(steps) if steps < storage.num_steps else storage
+    storage.log_probs.copy_(model.log_prob(storage.means, storage.actions))
+    storage.values[-1] = model(storage.obs[-1])[1]
+    storage.final_values.mul_(storage.truncated)
+    return storage
+
+
+class PPO:
+    """PPO on the run loop (``conf/algo/ppo.yaml``; its keys are :class:`PPOLoss`'s). The rollout and update
+    settings (``num_steps``, ``update_repeats``, ``gamma``, ...) are per stage, in ``pipeline``, as in the
+    reference's pipeline; reward scaling and the straggler cut-off are PPO's too.
+
+    One iteration: a rollout of ``num_steps × samplers × ranks`` env steps, then ``update_repeats`` passes.
+    """
+
+    def __init__(self, clip_param: float = 0.2, value_loss_coef: float = 0.5, entropy_coef: float = 0.0,
+                 clip_value_loss: bool = True, normalize_advantage: bool = True) -> None:
+        self.loss = PPOLoss(clip_param, value_loss_coef, entropy_coef, clip_value_loss, normalize_advantage)
+        self.loss_name = self.loss.name
+        self.rollout_fill: float | None = None  # with a straggler cut-off: this rollout's steps / a whole one's
+
+    def bind(self, model: nn.Module, pipeline: Any, machine: Any, ranks: Any, seed: int) -> None:
+        """Check the stages against this run, build the optimizer, scheduler, RNG and normalisers."""
+        from rl_core.algo.compiled import CompiledLoss  # it wraps PPOLoss: imported here, not at the top
+        from rl_core.algo.optim import build_optimizer
+        from rl_core.algo.reward_scaling import RewardScaler
+        from rl_core.config_check import ConfigError
+        from rl_core.distributed import StragglerCutoff
+        for i in range(len(pipeline.stages)):
+            s = pipeline.settings(i)
+            if machine.sync_frac is not None and s.minibatch_size is not None and s.minibatch_size * machine.min_rollout_frac < 2:
+                raise ConfigError(f"pipeline.stages[{i}]: minibatch_size={s.minibatch_size} is too small for "
+                                  f"machine.min_rollout_frac={machine.min_rollout_frac}: a cut rollout could leave "
+                                  "a minibatch empty")
+            # minibatches split by sampler need one sampler each at least
+            if s.minibatch_size is None and s.num_mini_batch > machine.num_samplers:
+                raise ConfigError(f"pipeline.stages[{i}]: num_mini_batch={s.num_mini_batch} exceeds "
+                                  f"machine.num_samplers={machine.num_samplers}; minibatches split the rollout by sampler")
+        self.model, self.pipeline, self.machine, self.ranks = model, pipeline, machine, ranks
+        self.device = machine.device
+        self.update_loss = CompiledLoss(self.loss) if machine.compile else self.loss
+        self.optimizer, self.scheduler = build_optimizer(pipeline, model.parameters())
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.reward_scaler = (RewardScaler(machine.num_samplers, pipeline.reward_clip)
+                              if pipeline.reward_scaling else None)
+        self.cutoff = (StragglerCutoff(ranks, machine.sync_frac, machine.min_rollout_frac, machine.collective_timeout_s)
+                       if ranks.active and machine.sync_frac is not None else None)
+        self.storage: RolloutStorage | None = None
+        self.rollout: RolloutStorage | None = None
+        self.rollouts = 0
+
+    def start(self, obs: np.ndarray, rollouts: int) -> None:
+        """The samplers' current observations ``[N, D]``; ``rollouts`` done so far (the cut-off's round)."""
+        if self.machine.sync_frac is not None and not self.ranks.active:
+            log.warning("machine.sync_frac=%g cuts the rollouts of slow ranks; this run has one rank: no effect",
+                        self.machine.sync_frac)
+        self.obs, self.rollouts = torch.from_numpy(obs).to(self.device), rollouts
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def schedule_to(self, total_steps: int) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step_to(total_steps)
+
+    def collect(self, samplers: Any, stage: int, episodes: list[dict[str, Any]]) -> int:
+        """One rollout of stage ``stage``'s ``num_steps``; returns its env steps, summed over samplers and ranks."""
+        s = self.pipeline.settings(stage)
+        m = self.machine
+        if self.storage is None or self.storage.num_steps != s.num_steps:
+            self.storage = RolloutStorage(s.num_steps, m.num_samplers, self.obs.shape[-1], self.model.action_dim,
+                                          self.model.log_prob_dims, self.device)
+            self.storage.obs[0] = self.obs
+        torch.set_num_threads(1)  # tiny batched inference; more threads only spin
+        if self.cutoff is not None:
+            self.cutoff.start(self.rollouts, s.num_steps)
+        self.rollout = collect_rollout(self.model, samplers, self.storage, self.generator, s.bootstrap_truncation,
+                                       episodes, self.ranks, self.cutoff)
+        torch.set_num_threads(m.torch_threads)
+        self.rollouts += 1
+        return s.num_steps * m.num_samplers * self.ranks.world
+
+    def update(self, stage: int) -> dict[str, float]:
+        """Returns, advantages and ``update_repeats`` passes over the rollout just collected."""
+        s, rollout = self.pipeline.settings(stage), self.rollout
+        across = self.ranks.sum if self.ranks.active else None  # normalisers' statistics: global
+        if self.reward_scaler is not None:
+            self.reward_scaler.scale_(rollout.rewards, torch.maximum(rollout.terminated, rollout.truncated),
+                                      s.gamma, across)
+        prepare_advantages(rollout, self.loss, s.gamma, s.use_gae, s.gae_lambda, s.bootstrap_truncation, self.ranks)
+        losses = ppo_update(self.model, self.update_loss, self.optimizer, rollout, s.update_repeats,
+                            s.num_mini_batch, s.max_grad_norm, self.generator, s.minibatch_size,
+                            self.ranks.average_gradients)
+        if getattr(self.model, "obs_norm", None) is not None:
+            # after the update: collection and update of a rollout see the same statistics
+            self.model.obs_norm.update(rollout.obs[:-1], across)
+        rollout.start_next()
+        self.obs = self.storage.obs[0]
+        return losses
+
+    def collected_steps(self, stage: int) -> int:
+        """Env steps of the last rollout over every rank, as the cut-off left them (one collective)."""
+        steps = self.pipeline.settings(stage).num_steps * self.machine.num_samplers * self.ranks.world
+        if self.cutoff is None:
+            self.rollout_fill = None
+            return steps
+        now = self.ranks.sum(torch.tensor([float(self.rollout.num_steps * self.machine.num_samplers)],
+                                          dtype=torch.float64))
+        self.rollout_fill = float(now.item()) / steps
+        return int(now.item())
+
+    # -- checkpoint -------------------------------------------------------------------------------
+
+    def rank_state(self) -> Any:
+        """What each rank hands to rank 0 for the checkpoint: its samplers' running returns."""
+        return self.reward_scaler.returns if self.reward_scaler is not None else None
+
+    def state_dict(self, rank_states: list[Any]) -> dict[str, Any]:
+        scaler = self.reward_scaler
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "generator": self.generator.get_state(),
+            "reward_scaler": ({**scaler.state_dict(), "returns": torch.cat(rank_states)} if scaler is not None else None),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any], path: Any) -> None:
+        from rl_core.checkpoint import CheckpointError
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("lr_scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["lr_scheduler"])
+        self.generator.set_state(ckpt["generator"])
+        if self.reward_scaler is not None:
+            if ckpt.get("reward_scaler") is None:
+                raise CheckpointError(f"{path} was saved without reward scaling; resume it with "
+                                      "pipeline.reward_scaling=false, or start a new run")
+            scaler = ckpt["reward_scaler"]
+            if self.ranks.active:  # the running returns of every rank's samplers, in rank order: this rank's block
+                k = self.machine.num_samplers
+                scaler = {**scaler, "returns": scaler["returns"][self.ranks.rank * k:(self.ranks.rank + 1) * k]}
+            self.reward_scaler.load_state_dict(scaler)

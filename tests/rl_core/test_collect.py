@@ -9,9 +9,8 @@ from envs.factory import GymTaskFactory
 from models.actor_critic import MemorylessActorCritic
 from rl_core.machine import Machine
 from rl_core.algo.pipeline import PipelineStage, TrainingPipeline
-from rl_core.algo.ppo import PPOLoss
-from rl_core.algo.storage import RolloutStorage
-from rl_core.trainer import Trainer
+from rl_core.algo.ppo import PPO
+from rl_core.distributed import Ranks
 
 T, N, SEED = 150, 3, 5
 
@@ -21,12 +20,12 @@ def test_collected_rollout_matches_the_policy_and_a_replay_of_the_envs(tmp_path)
     factory, model = GymTaskFactory(), MemorylessActorCritic(8, 2)
     pipeline = TrainingPipeline([PipelineStage(max_stage_steps=T * N)], partial(torch.optim.Adam, lr=1e-3),
                                 num_steps=T, bootstrap_truncation=True)
-    trainer = Trainer(tmp_path, factory, model, PPOLoss(), pipeline, Machine(num_samplers=N), logger=None,
-                      seed=SEED, config={})
-    storage = RolloutStorage(T, N, 8, 2, model.log_prob_dims, torch.device("cpu"))
+    algo, episodes = PPO(), []
+    algo.bind(model, pipeline, Machine(num_samplers=N), Ranks(), SEED)
     with factory.train_samplers(N, 0, SEED) as samplers:
-        storage.obs[0] = torch.from_numpy(samplers.reset())
-        trainer._collect(samplers, storage, pipeline.settings(0))
+        algo.start(samplers.reset(), rollouts=0)
+        assert algo.collect(samplers, 0, episodes) == T * N
+    storage = algo.rollout
 
     # actions: mean + std * noise, the noise drawn from the run's generator in one [T, N, A] call
     noise = torch.randn((T, N, 2), generator=torch.Generator().manual_seed(SEED))
@@ -49,6 +48,6 @@ def test_collected_rollout_matches_the_policy_and_a_replay_of_the_envs(tmp_path)
             assert np.array_equal(storage.truncated[t].numpy().astype(bool), replay.buf.truncated)
     assert np.array_equal(storage.rewards.numpy(), np.stack(rewards))
     assert np.array_equal(storage.obs.numpy(), np.stack(obs))
-    assert ended and len(ended) == int(storage.terminated.sum() + storage.truncated.sum())
+    assert ended and len(ended) == len(episodes) == int(storage.terminated.sum() + storage.truncated.sum())
     # a time limit is bootstrapped only where one happened
     assert torch.equal(storage.final_values != 0, storage.truncated.bool())

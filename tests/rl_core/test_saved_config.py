@@ -14,7 +14,7 @@ from tests.test_train import TINY
 # The targets a run's config.yaml named before rl_core/ and envs/ were split into subpackages.
 OLD_NAMES = {
     "envs.factory.GymTaskFactory": "envs.tasks.GymTaskFactory",
-    "rl_core.algo.ppo.PPOLoss": "rl_core.ppo.PPOLoss",
+    "rl_core.algo.ppo.PPO": "rl_core.ppo.PPOLoss",
     "rl_core.algo.pipeline.TrainingPipeline": "rl_core.pipeline.TrainingPipeline",
     "rl_core.algo.pipeline.PipelineStage": "rl_core.pipeline.PipelineStage",
     "rl_core.algo.schedules.EnvStepLR": "rl_core.schedules.EnvStepLR",
