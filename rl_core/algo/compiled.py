@@ -7,7 +7,10 @@ import logging
 import torch
 from torch import nn
 
-from rl_core.algo.ppo import LossFn, PPOLoss
+from collections.abc import Callable
+
+# a loss of (model, minibatch) -> (total, terms), as rl_core.algo.ppo.PPOLoss
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ class CompiledLoss:
     Shapes differ within a run when ``num_mini_batch`` does not divide the samplers.
     """
 
-    def __init__(self, loss: PPOLoss) -> None:
+    def __init__(self, loss: LossFn) -> None:
         self.eager = loss
         self.compiled: LossFn | None = torch.compile(loss, dynamic=False)
         self.checked: set[tuple[tuple[int, ...], ...]] = set()  # batch shapes whose graphs compiled

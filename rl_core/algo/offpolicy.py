@@ -16,6 +16,7 @@ from torch import nn
 
 from rl_core.algo.optim import build_optimizer
 from rl_core.algo.replay import ReplayBuffer
+from rl_core.checkpoint import CheckpointError
 from rl_core.config_check import ConfigError
 
 LOG_EVERY = 250  # gradient steps averaged into one train/<loss>/* record
@@ -199,7 +200,6 @@ class OffPolicy:
         return {}
 
     def load_state_dict(self, ckpt: dict[str, Any], path: Any) -> None:
-        from rl_core.checkpoint import CheckpointError
         if "offpolicy" not in ckpt:
             raise CheckpointError(f"{path} was saved by another algorithm (no replay state); resume it with the "
                                   "algo it trained with")

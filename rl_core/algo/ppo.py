@@ -14,11 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl_core.algo.compiled import CompiledLoss, LossFn
+from rl_core.algo.optim import build_optimizer
+from rl_core.algo.reward_scaling import RewardScaler
 from rl_core.algo.storage import RolloutStorage
+from rl_core.checkpoint import CheckpointError
+from rl_core.config_check import ConfigError
+from rl_core.distributed import StragglerCutoff
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def compute_returns(
@@ -247,11 +252,6 @@ class PPO:
 
     def bind(self, model: nn.Module, pipeline: Any, machine: Any, ranks: Any, seed: int) -> None:
         """Check the stages against this run, build the optimizer, scheduler, RNG and normalisers."""
-        from rl_core.algo.compiled import CompiledLoss  # it wraps PPOLoss: imported here, not at the top
-        from rl_core.algo.optim import build_optimizer
-        from rl_core.algo.reward_scaling import RewardScaler
-        from rl_core.config_check import ConfigError
-        from rl_core.distributed import StragglerCutoff
         for i in range(len(pipeline.stages)):
             s = pipeline.settings(i)
             if machine.sync_frac is not None and s.minibatch_size is not None and s.minibatch_size * machine.min_rollout_frac < 2:
@@ -352,7 +352,6 @@ class PPO:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any], path: Any) -> None:
-        from rl_core.checkpoint import CheckpointError
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("lr_scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["lr_scheduler"])
