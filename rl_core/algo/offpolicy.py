@@ -93,7 +93,7 @@ class OffPolicy:
     def start(self, obs: np.ndarray, rollouts: int) -> None:
         """The samplers' current observations ``[N, D]`` (after a reset, or restored on resume)."""
         torch.set_num_threads(self.machine.torch_threads)
-        self.obs = torch.from_numpy(obs).to(self.device)
+        self.obs = torch.from_numpy(obs.copy()).to(self.device)  # obs may be the samplers' shared array
 
     @property
     def lr(self) -> float:
