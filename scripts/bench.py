@@ -28,7 +28,10 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
   of the model's gradients over loopback (``scripts/allreduce_time.py``); the spread of rollout times; and
   the straggler cut-off with rank 1 slowed on purpose (``tests/slow_env.py``), without and with
   ``machine.sync_frac=0.5``, and its cost with no straggler. ``scripts/scaling_model.py`` turns these
-  figures into a model of 1–64 ranks (docs/performance.md).
+  figures into a model of 1–64 ranks (docs/performance.md);
+* ``offpolicy``: SAC's training env steps/s beside SB3's on HalfCheetah, ms per gradient step and where it
+  goes, the replay buffer's checkpoint cost at 100k and 1M transitions, and the SAC/TD3 presets' held-out
+  scores over ``--offpolicy-seeds`` (``scripts/offpolicy.py``, ``scripts/sb3_sac_speed.py``).
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import scaling_model  # noqa: E402 - scripts/scaling_model.py: the distributed section's model
+import offpolicy  # noqa: E402 - scripts/offpolicy.py: the offpolicy section
 import suite  # noqa: E402 - scripts/suite.py: the suite section
 
-SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed")
+SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed", "offpolicy")
 FAST = ["experiment=lunar_lander_fast"]
 STRAGGLER_DELAY_S = 0.0002  # the distributed section's slowed rank: this much more per env step (tests/slow_env.py)
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
@@ -335,6 +339,14 @@ def main() -> None:
     parser.add_argument("--suite-envs", default=",".join(suite.DEFAULT_ENVS),
                         help=f"suite section: env presets, comma-separated, of {list(suite.SUITE)}")
     parser.add_argument("--suite-seeds", default="1,2,3", help="suite section: training seeds")
+    parser.add_argument("--offpolicy-presets", default=",".join(offpolicy.DEFAULT_SCORES),
+                        help=f"offpolicy section: presets to score, of {list(offpolicy.SCORES)} ('' for none)")
+    parser.add_argument("--offpolicy-seeds", default="1,2,3,4,5", help="offpolicy section: training seeds")
+    parser.add_argument("--offpolicy-parts", default="speed,profile,checkpoint,scores",
+                        help="offpolicy section: which of speed, profile, checkpoint, scores to run")
+    parser.add_argument("--offpolicy-overrides", default="",
+                        help="offpolicy scores: overrides added to every run, space-separated (e.g. machine.torch_threads=1 "
+                             "to score two lanes side by side; the speed part always runs the preset as it is)")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -509,6 +521,23 @@ def main() -> None:
         results["distributed"]["model"] = {"inputs": inputs, "table": scaling_model.table(**inputs)}
         print("distributed:", results["distributed"], flush=True)
 
+    if "offpolicy" in only:
+        names = [n for n in args.offpolicy_presets.split(",") if n]
+        unknown = set(names) - set(offpolicy.SCORES)
+        if unknown:
+            raise SystemExit(f"--offpolicy-presets: unknown {sorted(unknown)}; choose from {list(offpolicy.SCORES)}")
+        parts, section = set(args.offpolicy_parts.split(",")), results.setdefault("offpolicy", {})
+        if "speed" in parts:
+            section["speed"] = offpolicy.speed(out, launch, run_process, _has("stable_baselines3"))
+        if "profile" in parts:
+            section["profile"] = offpolicy.profile()
+        if "checkpoint" in parts:
+            section["checkpoint"] = offpolicy.checkpoint_cost()
+        if "scores" in parts:
+            seeds = [int(s) for s in args.offpolicy_seeds.split(",")][: 1 if args.quick else None]
+            extra = args.offpolicy_overrides.split()
+            section.setdefault("scores", {}).update(offpolicy.scores(out, names, seeds, launch, extra))  # others keep theirs
+
     json_file.write_text(json.dumps(results, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(results))
     print(markdown(results))
@@ -577,6 +606,8 @@ def markdown(r: dict) -> str:
             out += f"- {name}: {per}\n"
     if r.get("suite"):
         out += suite.markdown(r["suite"], r.get("suite_throughput"))
+    if r.get("offpolicy"):
+        out += offpolicy.markdown(r["offpolicy"])
     if r.get("distributed"):
         d = r["distributed"]
         out += ("\nOne experiment on ranks (fast preset schedule, 16 samplers in all):\n\n| layout | training steps/s |"

@@ -57,7 +57,7 @@ class ReplayBuffer:
             raise ValueError(f"rows [{start}, {end}) are not held: the buffer holds [{max(self.added - self.capacity, 0)}, "
                              f"{self.added})")
         slots = self._slots(start, end - start)
-        return {k: v[slots].cpu() for k, v in self.data.items()}
+        return {k: v[slots].to("cpu", copy=True) for k, v in self.data.items()}  # a copy: a view would save the whole ring
 
     def put_rows(self, start: int, rows: dict[str, torch.Tensor]) -> None:
         """Write global rows ``start …`` back (a resume); rows older than the ring's span are skipped."""

@@ -109,3 +109,13 @@ def test_collected_transitions_are_the_envs_with_time_limits_bootstrapped(tmp_pa
     assert len(episodes) == 2 and d["terminated"].sum() == 0  # Pendulum never terminates
     assert not torch.equal(obs[200], nxt[199])  # the episode's end is not the next episode's start
     assert math.isclose(float(algo.log_alpha.exp()), 1.0, rel_tol=0.2) and float(algo.log_alpha.exp()) != 1.0
+
+
+def test_a_segment_file_stores_its_rows_not_the_whole_ring(tmp_path):
+    buf = ReplayBuffer(100_000, 3, 2, torch.device("cpu"))
+    buf.add(**_rows(0, 30))  # rows [0, 30): a slice of the ring, no wrap
+    (segment,) = ReplayFiles(tmp_path).save(buf)["segments"]
+    rows = torch.load(tmp_path / segment[2])
+    assert {k: v.untyped_storage().nbytes() for k, v in rows.items()} == {
+        "obs": 30 * 3 * 4, "actions": 30 * 2 * 4, "rewards": 30 * 4, "terminated": 30 * 4, "next_obs": 30 * 3 * 4}
+    assert (tmp_path / segment[2]).stat().st_size < 30 * buf.row_bytes + 4096
