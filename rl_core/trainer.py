@@ -97,6 +97,7 @@ class Trainer:
             self._restore(self.resume_state, found[-1][1])
         elif init_weights:
             load_model_weights(self.model, load_checkpoint(Path(init_weights), self.device)["model"], Path(init_weights))
+            algo.weights_loaded()  # e.g. SAC's target networks start from these weights too
             log.info("starting from the weights of %s", init_weights)
 
     # -- checkpoints ------------------------------------------------------------------------------

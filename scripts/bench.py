@@ -95,9 +95,10 @@ def env_only(backend: str, num_samplers: int, num_workers: int, steps: int = 300
         return steps * num_samplers / (time.perf_counter() - t0)
 
 
-def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool = False) -> tuple[float, float]:
+def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool = False,
+              device: str = "cpu") -> tuple[float, float]:
     """(ms per PPO gradient step on ``batch / num_mini_batch`` samples of the default model, seconds of the
-    first step: with ``compile``, that is the ``torch.compile`` time)."""
+    first step: with ``compile``, that is the ``torch.compile`` time), on ``device``."""
     import torch
 
     from models.actor_critic import MemorylessActorCritic
@@ -106,27 +107,31 @@ def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool 
     from rl_core.algo.storage import RolloutStorage
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+    dev = torch.device(device)
     samplers = 8 if batch >= 8000 else 16
     steps = batch // samplers
-    model = MemorylessActorCritic(8, 2)
-    storage = RolloutStorage(steps, samplers, 8, 2, model.log_prob_dims, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
+    model = MemorylessActorCritic(8, 2).to(dev)
+    storage = RolloutStorage(steps, samplers, 8, 2, model.log_prob_dims, dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
     storage.obs.normal_(generator=gen)
     storage.rewards.normal_(generator=gen)
     with torch.no_grad():
         mean, value = model(storage.obs[:-1])
-        storage.actions.copy_(mean + 0.5 * torch.randn(mean.shape, generator=gen))
+        storage.actions.copy_(mean + 0.5 * torch.randn(mean.shape, generator=gen, device=dev))
         storage.log_probs.copy_(model.log_prob(mean, storage.actions))
         storage.values[:-1] = value
     loss = PPOLoss()
     prepare_advantages(storage, loss, 0.99, True, 0.95, False)
     update_loss = CompiledLoss(loss) if compile else loss
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as conf/pipeline/gym_tutorial.yaml
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     ppo_update(model, update_loss, opt, storage, 1, num_mini_batch, 0.5, gen)  # warm-up (and compile)
+    sync()
     first_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ppo_update(model, update_loss, opt, storage, repeats, num_mini_batch, 0.5, gen)
+    sync()
     return (time.perf_counter() - t0) * 1000 / (repeats * num_mini_batch), first_s
 
 

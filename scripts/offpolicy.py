@@ -71,7 +71,7 @@ def speed(out: Path, launch: Callable, run_process: Callable, have_sb3: bool) ->
     return result
 
 
-def _sac(obs_dim: int = 17, action_dim: int = 6, buffer_size: int = 20_000):
+def _sac(obs_dim: int = 17, action_dim: int = 6, buffer_size: int = 20_000, device: str = "cpu"):
     """A bound SAC on a buffer of random rows, learning from the first step (the profile's subject)."""
     from types import SimpleNamespace
 
@@ -81,10 +81,10 @@ def _sac(obs_dim: int = 17, action_dim: int = 6, buffer_size: int = 20_000):
     from models.q_actor_critic import QActorCritic
     from rl_core.algo.sac import SAC
 
-    machine = SimpleNamespace(compile=False, sync_frac=None, device=torch.device("cpu"),
+    machine = SimpleNamespace(compile=False, sync_frac=None, device=torch.device(device),
                               torch_threads=torch.get_num_threads())
     algo = SAC(buffer_size=buffer_size, learning_starts=0)
-    algo.bind(QActorCritic(obs_dim, action_dim), hydra.utils.instantiate(OmegaConf.load(ROOT / "conf/pipeline/offpolicy.yaml")),
+    algo.bind(QActorCritic(obs_dim, action_dim).to(device), hydra.utils.instantiate(OmegaConf.load(ROOT / "conf/pipeline/offpolicy.yaml")),
               machine, SimpleNamespace(active=False, world=1), 0)
     g = torch.Generator().manual_seed(0)
     for _ in range(buffer_size // 1000):
@@ -95,18 +95,29 @@ def _sac(obs_dim: int = 17, action_dim: int = 6, buffer_size: int = 20_000):
     return algo
 
 
+def gradient_step_ms(device: str = "cpu", steps: int = 1000) -> float:
+    """ms per SAC gradient step (HalfCheetah sizes, batch 256) on ``device``, after 200 warm-up steps."""
+    algo = _sac(device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(200):
+        algo.update(0)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        algo.update(0)
+    sync()
+    return (time.perf_counter() - t0) / steps * 1e3
+
+
 def profile(steps: int = 1000) -> dict:
     """ms per SAC gradient step and the share of self CPU time by op (the top ones), HalfCheetah sizes."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    ms = gradient_step_ms("cpu", steps)
     algo = _sac()
-    for _ in range(200):  # warm-up
+    for _ in range(50):  # warm-up
         algo.update(0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        algo.update(0)
-    ms = (time.perf_counter() - t0) / steps * 1e3
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(200):
             algo.update(0)

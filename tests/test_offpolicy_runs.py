@@ -56,7 +56,7 @@ def test_killed_and_resumed_run_ends_bit_identical(launch_here, tmp_path, algo):
 
 
 @pytest.mark.slow
-def test_test_mode_plays_a_sac_checkpoint_with_a_video_and_loads_no_buffer(launch_here, tmp_path):
+def test_test_mode_and_init_weights_read_a_sac_checkpoint_without_its_buffer(launch_here, tmp_path):
     run = tmp_path / "run"
     assert launch_here("algo=sac", *TINY, f"run_dir={run}").returncode == 0
     for seg in (run / "checkpoints").glob("replay_*.pt"):
@@ -68,6 +68,15 @@ def test_test_mode_plays_a_sac_checkpoint_with_a_video_and_loads_no_buffer(launc
     assert result["training_steps"] == 1200 and result["num_tasks_evaled"] == 2
     frames = np.stack(imageio.mimread(result["video"], memtest=False))
     assert frames.shape[0] == result["video_frames"] == 30
+    # checkpoint=FILE starts a new run from its weights alone (no buffer), its targets from them too: with no
+    # update yet (learning_starts past the run's end) the new run's targets are the old run's online weights
+    source = torch.load(run / "checkpoints" / "ckpt_0000001200.pt", weights_only=True)["model"]
+    fresh = tmp_path / "fresh"
+    proc = launch_here("algo=sac", *TINY, f"run_dir={fresh}", f"checkpoint={run / 'checkpoints' / 'ckpt_0000001200.pt'}",
+                       "algo.learning_starts=5000", "pipeline.stages.0.max_stage_steps=400")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    target = torch.load(fresh / "checkpoints" / "ckpt_0000000400.pt", weights_only=True)["target"]
+    assert target.keys() == source.keys() and all(torch.equal(target[k], source[k]) for k in source)
 
 
 @pytest.mark.parametrize("args,fragments", [

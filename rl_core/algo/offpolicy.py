@@ -90,6 +90,10 @@ class OffPolicy:
     def networks(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError
 
+    def weights_loaded(self) -> None:
+        """The model's weights were replaced (``checkpoint=FILE``): the targets start from them too."""
+        self.target.load_state_dict(self.model.state_dict())
+
     def start(self, obs: np.ndarray, rollouts: int) -> None:
         """The samplers' current observations ``[N, D]`` (after a reset, or restored on resume)."""
         torch.set_num_threads(self.machine.torch_threads)

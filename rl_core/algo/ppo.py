@@ -338,6 +338,9 @@ class PPO:
 
     # -- checkpoint -------------------------------------------------------------------------------
 
+    def weights_loaded(self) -> None:
+        """The model's weights were replaced (``checkpoint=FILE``): nothing of PPO's depends on them."""
+
     def rank_state(self) -> Any:
         """What each rank hands to rank 0 for the checkpoint: its samplers' running returns."""
         return self.reward_scaler.returns if self.reward_scaler is not None else None
