@@ -26,8 +26,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from rl_core.tracking.report import bootstrap_ci, iqm  # noqa: E402
+from suite import final_record  # noqa: E402 - scripts/suite.py (bench.py puts scripts/ on the path)
 
 LEARNING_STARTS = 10_000
 SPEED_STEPS = 3_000  # timed env steps after learning_starts, ours and SB3's
@@ -168,11 +170,7 @@ def scores(out: Path, names: list[str], seeds: list[int], launch: Callable, extr
         for seed in seeds:
             run_dir = out / "offpolicy" / f"{name}_{seed}"
             wall, _, _ = launch(run_dir, [*overrides, f"seed={seed}", f"pipeline.stages.0.max_stage_steps={budget}", *extra])
-            valid = [json.loads(line) for line in (run_dir / "valid.json").read_text().splitlines()]
-            final = valid[-1]
-            runs.append({"seed": seed, "env_steps": final["training_steps"], "heldout_reward": round(final["heldout"]["reward"], 1),
-                         "heldout_episodes": int(final["heldout"]["num_tasks_evaled"]), "process_wall_s": round(wall, 1),
-                         "curve": [(v["training_steps"], round(v["reward"], 1)) for v in valid]})
+            runs.append(final_record(run_dir, seed, wall))
             print(f"offpolicy {name} seed {seed}: { {k: v for k, v in runs[-1].items() if k != 'curve'} }", flush=True)
         x = np.array([r["heldout_reward"] for r in runs])
         lo, hi = bootstrap_ci(x)

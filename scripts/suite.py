@@ -50,16 +50,22 @@ def run_suite(out: Path, envs: list[str], seeds: list[int],
             run_dir = out / "suite" / f"{env}_{seed}"
             wall, _, _ = launch(run_dir, [f"env={env}_envpool" if envpool else f"env={env}", f"experiment={recipe}",
                                           f"seed={seed}", f"pipeline.stages.0.max_stage_steps={steps}"])
-            valid = [json.loads(line) for line in (run_dir / "valid.json").read_text().splitlines()]
-            final = valid[-1]
-            runs.append({"seed": seed, "env_steps": final["training_steps"], "valid_reward": round(final["reward"], 1),
-                         "heldout_reward": round(final["heldout"]["reward"], 1),
-                         "heldout_episodes": int(final["heldout"]["num_tasks_evaled"]),
-                         "process_wall_s": round(wall, 1), "wall_s_per_1M": round(wall / final["training_steps"] * 1e6, 1),
-                         "curve": [(v["training_steps"], round(v["reward"], 1)) for v in valid]})
+            record = final_record(run_dir, seed, wall)
+            runs.append({**record, "wall_s_per_1M": round(wall / record["env_steps"] * 1e6, 1)})
             print(f"suite {env} seed {seed}: { {k: v for k, v in runs[-1].items() if k != 'curve'} }", flush=True)
         results[env] = {**summarize(env, runs), "training_envs": "envpool" if envpool else "gymnasium"}
     return results
+
+
+def final_record(run_dir: Path, seed: int, wall: float) -> dict:
+    """A finished run's figures from its ``valid.json``: the last checkpoint's steps, validation and held-out
+    rewards, the process's wall seconds and the validation curve."""
+    valid = [json.loads(line) for line in (run_dir / "valid.json").read_text().splitlines()]
+    final = valid[-1]
+    return {"seed": seed, "env_steps": final["training_steps"], "valid_reward": round(final["reward"], 1),
+            "heldout_reward": round(final["heldout"]["reward"], 1),
+            "heldout_episodes": int(final["heldout"]["num_tasks_evaled"]), "process_wall_s": round(wall, 1),
+            "curve": [(v["training_steps"], round(v["reward"], 1)) for v in valid]}
 
 
 def summarize(env: str, runs: list[dict]) -> dict:
