@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from rl_core.tracking.report import bootstrap_ci, iqm  # noqa: E402
-from suite import final_record  # noqa: E402 - scripts/suite.py (bench.py puts scripts/ on the path)
+from suite import final_record  # noqa: E402 - scripts/suite.py
 
 LEARNING_STARTS = 10_000
 SPEED_STEPS = 3_000  # timed env steps after learning_starts, ours and SB3's

@@ -3,6 +3,7 @@ one (weights, targets, optimizers, alpha, the replay buffer); test mode plays a 
 that do not apply are refused in one line."""
 
 import json
+import signal
 
 import imageio.v2 as imageio
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from rl_core.algo.replay import ReplayBuffer
 from rl_core.replay_files import ReplayFiles
-from tests.conftest import kill_at_checkpoint
+from tests.conftest import kill_at_checkpoint, stop_after_first_checkpoint
 
 TINY = ["env=pendulum", "machine.num_samplers=2", "model.hidden_sizes=[32,32]", "algo.batch_size=32",
         "algo.learning_starts=200", "algo.buffer_size=500", "pipeline.stages.0.max_stage_steps=1200",
@@ -53,6 +54,27 @@ def test_killed_and_resumed_run_ends_bit_identical(launch_here, tmp_path, algo):
     valid = [json.loads(line) for line in (whole / "valid.json").read_text().splitlines()]
     resumed_valid = [json.loads(line) for line in (cut / "valid.json").read_text().splitlines()]
     assert [v["reward"] for v in valid] == [v["reward"] for v in resumed_valid][-len(valid):]
+
+
+@pytest.mark.slow
+def test_a_signal_saves_off_schedule_and_the_resumed_sac_run_ends_bit_identical(launch_here, tmp_path):
+    # SIGUSR2 (SLURM's warning before preemption; submitit requeues on it): a save between checkpoints, with
+    # the buffer's rows up to there; the resumed run keeps the schedule and ends as the uninterrupted one
+    long = [*TINY, "pipeline.stages.0.max_stage_steps=4000"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert launch_here("algo=sac", *long, f"run_dir={whole}").returncode == 0
+    proc = stop_after_first_checkpoint("algo=sac", *long, f"run_dir={cut}", run_dir=cut, signum=signal.SIGUSR2)
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    stopped = max(int(p.stem.split("_")[1]) for p in (cut / "checkpoints").glob("ckpt_*.pt"))
+    assert 400 < stopped < 4000 and stopped % 400 != 0  # off the schedule: the step the signal came at
+    assert launch_here("algo=sac", *long, f"run_dir={cut}", "resume=true").returncode == 0
+    a, buf_a = _buffer(whole, whole / "checkpoints" / "ckpt_0000004000.pt")
+    b, buf_b = _buffer(cut, cut / "checkpoints" / "ckpt_0000004000.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["offpolicy"]["log_alpha"], b["offpolicy"]["log_alpha"])
+    assert all(torch.equal(buf_a.data[k], buf_b.data[k]) for k in buf_a.data)
+    steps = [[json.loads(line)["training_steps"] for line in (d / "valid.json").read_text().splitlines()] for d in (whole, cut)]
+    assert steps[0] == steps[1] == list(range(400, 4001, 400))
 
 
 @pytest.mark.slow
