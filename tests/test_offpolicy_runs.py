@@ -116,3 +116,16 @@ def test_settings_that_do_not_apply_are_refused(launch_here, tmp_path, args, fra
     assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
     for f in fragments:
         assert f in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_observation_statistics_fold_in_every_collected_step_and_none_of_evaluation(launch_here, tmp_path):
+    # 2 samplers x 600 steps, validated at 3 checkpoints (600 more env steps) and held out at the end: only the
+    # 1,200 collected observations count, so evaluation saw frozen statistics
+    run = tmp_path / "run"
+    assert launch_here("algo=sac", *TINY, "algo.buffer_size=2000", "model.normalize_obs=true", f"run_dir={run}").returncode == 0
+    state, buf = _buffer(run, run / "checkpoints" / "ckpt_0000001200.pt")
+    count, mean = state["model"]["obs_norm.stats.count"].item(), state["model"]["obs_norm.stats.mean"]
+    assert count == pytest.approx(1200 + 1e-4)
+    # the statistics hold obs 1..600 of each sampler, the buffer obs 0..599: all but 2 of 1,200 rows shared
+    assert len(buf) == 1200 and torch.allclose(mean.float(), buf.data["obs"][:1200].mean(0), atol=2 * 8 / 1200)
