@@ -94,11 +94,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                               "(ckpt_<env steps>.pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): not a checkpoint; it was left as it is")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many kinds for truncated or foreign files
         raise CheckpointError(f"checkpoint {path} is corrupted or not a checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]}); it was left as it is") from e
+                              f"{(str(e).splitlines() or [''])[0][:200]}); it was left as it is") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"checkpoint {path} holds no model state; it was left as it is")
     return state

@@ -144,7 +144,7 @@ class StragglerCutoff:
     ranks have finished their rollout, the others end theirs early, never before ``min_frac`` of its steps.
 
     The ranks count finished rollouts in a key-value store of their own (a ``TCPStore`` that rank 0 serves on
-    a free port; ~20 µs a round trip on loopback). A rank still collecting asks it at most every ``poll_s``
+    a free port; its cost: docs/design.md, DD-PPO). A rank still collecting asks it at most every ``poll_s``
     seconds, so a fast rollout pays almost nothing for it. Every rank calls the methods in the same order.
     """
 

@@ -90,6 +90,12 @@ class LauncherCheck(Callback):
             print("error: hydra/launcher=submitit_slurm: this machine has no SLURM (srun and sbatch are not on "
                   "PATH); hydra/launcher=submitit_local runs the same sweep as local processes", file=sys.stderr)
             sys.exit(2)
+        for key in ("nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "timeout_min"):
+            value = OmegaConf.select(config, f"hydra.launcher.{key}", default=None)
+            if "submitit" in target and isinstance(value, int) and value < (0 if key == "gpus_per_node" else 1):
+                print(f"error: hydra.launcher.{key}: must be >= {0 if key == 'gpus_per_node' else 1}, got {value}",
+                      file=sys.stderr)
+                sys.exit(2)
 
 
 def describe_hydra_error(e: BaseException) -> tuple[str, int] | None:
@@ -106,6 +112,14 @@ def describe_hydra_error(e: BaseException) -> tuple[str, int] | None:
         close = difflib.get_close_matches(key, [str(k) for k in parent.keys()], n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(map(str, parent.keys()))}"
         return f"{full_key}: unknown key{hint} (a new key is added with +{full_key}=...)", 2
+    missing = re.match(r"In '[^']*': Could not find '([^']+)/([^'/]+)'\s*\nAvailable options in '[^']*':\n(.*)",
+                       str(e).strip(), re.S)
+    if missing:  # an unknown group option: the closest names, not the whole list
+        group, name = missing.group(1), missing.group(2)
+        options = [o.strip() for o in missing.group(3).splitlines() if o.startswith("\t")]
+        close = [o for o in options if name in o][:3] or difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"options: {', '.join(options)}"
+        return f"{group}={name}: no such option in conf/{group}/; {hint}", 2
     lines = [line for line in str(e).strip().splitlines()
              if line.strip() and not line.startswith(("Config search path", "\tprovider="))]
     composing = "Error executing job" not in str(e) and not str(e).startswith("a job of the sweep failed")
@@ -123,7 +137,7 @@ def check_yaml_files(conf_dir: Path) -> str | None:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark is not None else ""
-            return f"{path}{where}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}"
+            return f"{path}{where}: {getattr(e, 'problem', None) or (str(e).splitlines() or [''])[0]}"
     return None
 
 

@@ -24,7 +24,9 @@ def _assert_one_line_error(proc, *fragments):
 
 
 @pytest.mark.parametrize("args,fragments", [
-    (["env=lunar"], ["Could not find 'env/lunar'", "lunar_lander_continuous"]),
+    (["env=lunar"], ["env=lunar: no such option in conf/env/; did you mean lunar_lander_continuous or "
+                      "lunar_lander_continuous_envpool?"]),
+    (["algo=sack"], ["algo=sack: no such option in conf/algo/; did you mean sac?"]),
     (["pipeline.nm_steps=5"], ["pipeline.nm_steps: unknown key; did you mean 'num_steps'?"]),
     (["hydra.job.chdr=true"], ["hydra.job.chdr: unknown key; did you mean 'chdir'?"]),
     (["+model.hiden_sizes=[64]"], ["model.hiden_sizes: unknown key", "did you mean 'hidden_sizes'"]),
@@ -50,6 +52,8 @@ def _assert_one_line_error(proc, *fragments):
     (["model.activation=gelu"], ["model.activation: must be one of ('tanh', 'relu'), got 'gelu'"]),
     (["model.obs_clip=0"], ["model.obs_clip: must be > 0, got 0"]),
     (["pipeline.minibatch_size=0"], ["pipeline.minibatch_size: must be >= 1, got 0 (stages[0])"]),
+    (["pipeline.minibatch_size=401"], ["pipeline.stages[0]: minibatch_size=401 exceeds the rollout's num_steps x "
+                                       "machine.num_samplers = 400 transitions"]),
     (["pipeline.reward_clip=0"], ["pipeline.reward_clip: must be > 0, got 0"]),
     (["machine.sync_frac=1.5"], ["machine.sync_frac: must be in (0, 1] or null, got 1.5"]),
     (["machine.sync_frac=0.6", "pipeline.minibatch_size=4"],
@@ -105,6 +109,15 @@ def test_temporaries_of_a_killed_checkpoint_write_are_removed_at_start(launch_he
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not stale.exists() and f"removed {stale}" in proc.stderr
 
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_an_empty_file_as_checkpoint_is_one_line_and_left_alone(launch_here, tmp_path, mode):
+    empty = tmp_path / "ckpt.pt"
+    empty.touch()
+    _assert_one_line_error(launch_here(*SMOKE, f"mode={mode}", f"run_dir={tmp_path / 'run'}", f"checkpoint={empty}"),
+                           f"checkpoint {empty} is empty (0 bytes)")
+    assert empty.exists() and empty.stat().st_size == 0
+
+
 def test_checkpoint_with_another_model_shape_names_the_parameter(launch_here, tmp_path):
     run = launch_here(*SMOKE, f"run_dir={tmp_path / 'a'}")
     assert run.returncode == 0, run.stderr
@@ -135,7 +148,7 @@ def test_a_mistyped_folder_is_named_and_not_created(launch_here, tmp_path, args,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,fragments,code", [
-    (["env=lunar"], ["Could not find 'env/lunar'", "lunar_lander_continuous"], 2),
+    (["env=lunar"], ["env=lunar: no such option in conf/env/; did you mean lunar_lander_continuous"], 2),
     (["pipeline.num_steps=ten"], ["pipeline.num_steps: expected int, got 'ten'"], 2),
 ])
 def test_bad_config_in_a_new_process(launch, tmp_path, args, fragments, code):
@@ -184,6 +197,14 @@ def test_the_slurm_launcher_without_slurm_is_one_line(launch_here, tmp_path, mon
     _assert_one_line_error(proc, "hydra/launcher=submitit_slurm: this machine has no SLURM (srun and sbatch are "
                                  "not on PATH); hydra/launcher=submitit_local runs the same sweep")
     assert not (tmp_path / "sweep" / "0").exists()
+
+
+@pytest.mark.parametrize("key, value, floor", [("tasks_per_node", 0, 1), ("nodes", -1, 1), ("gpus_per_node", -1, 0)])
+def test_a_submitit_launcher_size_below_its_floor_is_one_line_and_starts_nothing(launch_here, tmp_path, key, value, floor):
+    proc = launch_here("--multirun", "hydra/launcher=submitit_local", f"hydra.launcher.{key}={value}", *SMOKE,
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _assert_one_line_error(proc, f"hydra.launcher.{key}: must be >= {floor}, got {value}")
+    assert not (tmp_path / "sweep").exists()
 
 
 @pytest.mark.slow

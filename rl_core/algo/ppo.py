@@ -258,6 +258,10 @@ class PPO:
                 raise ConfigError(f"pipeline.stages[{i}]: minibatch_size={s.minibatch_size} is too small for "
                                   f"machine.min_rollout_frac={machine.min_rollout_frac}: a cut rollout could leave "
                                   "a minibatch empty")
+            rollout = s.num_steps * machine.num_samplers
+            if s.minibatch_size is not None and s.minibatch_size > rollout:
+                raise ConfigError(f"pipeline.stages[{i}]: minibatch_size={s.minibatch_size} exceeds the rollout's "
+                                  f"num_steps x machine.num_samplers = {rollout} transitions")
             # minibatches split by sampler need one sampler each at least
             if s.minibatch_size is None and s.num_mini_batch > machine.num_samplers:
                 raise ConfigError(f"pipeline.stages[{i}]: num_mini_batch={s.num_mini_batch} exceeds "
