@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("train", "valid", "test")
 ACTION_HANDLING = ("none", "clip", "rescale")
+MUJOCO_RENDER_SIZE = 240  # px, a side of a MuJoCo test video's frame (rl_core/eval/video.py tiles ~300 px wide)
 
 
 def resolve_env_id(env_id: str) -> str:
@@ -71,7 +72,17 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
 
             mujoco.set_mju_user_warning(lambda message: log.debug("MuJoCo: %s", message))
             _mujoco_warnings_routed = True
-    return gym.make(env_id, render_mode=render_mode, **kwargs)
+    spec = gym.registry.get(env_id.split(":")[-1])
+    mujoco_video = render_mode == "rgb_array" and spec is not None and "mujoco" in str(spec.entry_point)
+    if mujoco_video:  # rendered at the size the clip shows (the 480x480 default was halved in the grid)
+        kwargs = {"width": MUJOCO_RENDER_SIZE, "height": MUJOCO_RENDER_SIZE, **kwargs}
+    env = gym.make(env_id, render_mode=render_mode, **kwargs)
+    if mujoco_video:
+        # software EGL (Mesa's llvmpipe) spent ~90 ms a frame on 4x multisampling and a 4096-px shadow map,
+        # whatever the frame's size; without them ~6 ms (docs/performance.md, test videos)
+        quality = env.unwrapped.model.vis.quality
+        quality.offsamples, quality.shadowsize = 0, 0
+    return env
 
 
 def action_transform(space: gym.spaces.Box, handling: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -11,7 +11,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def _tile(frame: np.ndarray, label: str, finished: bool, scale: int) -> np.ndarray:
+TILE_WIDTH = 300  # px: a frame wider than this is shown downscaled by an integer factor (LunarLander's 600 by 2)
+
+
+def _tile(frame: np.ndarray, label: str, finished: bool, scale: int | None) -> np.ndarray:
+    scale = scale or max(1, frame.shape[1] // TILE_WIDTH)
     img = Image.fromarray(frame[::scale, ::scale])
     if finished:  # hold the last frame, greyed, until the clip ends
         img = Image.blend(img.convert("L").convert("RGB"), Image.new("RGB", img.size, (128, 128, 128)), 0.3)
@@ -25,10 +29,10 @@ class GridClip:
     """Collects frames of up to ``E`` episodes that play side by side; frame ``i`` of the clip
     tiles frame ``i`` of each episode (``cols`` per row), each labelled, a finished one greyed.
 
-    Frames are ``[H, W, 3]`` uint8; tiles are downscaled by ``scale``.
+    Frames are ``[H, W, 3]`` uint8; tiles are downscaled by ``scale`` (None: to at most ``TILE_WIDTH`` wide).
     """
 
-    def __init__(self, labels: list[str], max_frames: int, scale: int = 2, cols: int = 4) -> None:
+    def __init__(self, labels: list[str], max_frames: int, scale: int | None = None, cols: int = 4) -> None:
         self.labels, self.max_frames, self.scale = labels, max_frames, scale
         self.cols = min(cols, len(labels))
         self.rows = math.ceil(len(labels) / self.cols)
