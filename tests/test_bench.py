@@ -1,6 +1,7 @@
 """The bench's arithmetic: the update's FLOP count and the time-to-solve records (figures by hand)."""
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -96,3 +97,31 @@ def test_scaling_model_by_hand():
     assert end.tolist() == [pytest.approx(0.6)] and fill.tolist() == [pytest.approx(3.75 / 4)]
     end, fill = model.rollout_end(np.array([[0.2, 0.4, 0.4, 0.8]]), None, 0.25)  # no cut: the slowest's time
     assert end.tolist() == [0.8] and fill.tolist() == [1.0]
+
+
+def test_offpolicy_scores_summarise_the_final_heldout_means_over_seeds(tmp_path):
+    spec = importlib.util.spec_from_file_location("offpolicy", ROOT / "scripts" / "offpolicy.py")
+    offpolicy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(offpolicy)
+    finals = {1: -150.0, 2: -140.0, 3: -200.0, 4: -146.0}
+    calls = []
+
+    def fake_launch(run_dir, overrides):  # what launch.py leaves: one valid.json line per checkpoint
+        calls.append(overrides)
+        seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
+        run_dir.mkdir(parents=True)
+        lines = [{"training_steps": 10000, "reward": -900.0},
+                 {"training_steps": 20000, "reward": finals[seed] + 1,
+                  "heldout": {"reward": finals[seed], "num_tasks_evaled": 100}}]
+        (run_dir / "valid.json").write_text("".join(json.dumps(v) + "\n" for v in lines))
+        return 12.0, 0, None
+
+    result = offpolicy.scores(tmp_path, ["pendulum_sac"], [1, 2, 3, 4], fake_launch, ["machine.torch_threads=1"])
+    s = result["pendulum_sac"]
+    assert [r["heldout_reward"] for r in s["runs"]] == [-150.0, -140.0, -200.0, -146.0]
+    assert s["iqm"] == -148.0  # the middle two of four: -150, -146
+    assert -200.0 <= s["ci"][0] < -159.0 < s["ci"][1] <= -140.0  # a bootstrap CI of the mean (-159) over the seeds
+    assert all("env=pendulum" in c and "experiment=pendulum_sac" in c and "seed=1" in calls[0] for c in calls)
+    assert calls[0][-2:] == ["pipeline.stages.0.max_stage_steps=20000", "machine.torch_threads=1"]
+    assert "| pendulum_sac | 20,000 | 4 | -148.0 [" in offpolicy.markdown({"scores": result})
+    assert "≥ -170: met" in offpolicy.markdown({"scores": result})
