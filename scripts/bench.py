@@ -347,7 +347,7 @@ def main() -> None:
     parser.add_argument("--offpolicy-presets", default=",".join(offpolicy.DEFAULT_SCORES),
                         help=f"offpolicy section: presets to score, of {list(offpolicy.SCORES)} ('' for none)")
     parser.add_argument("--offpolicy-seeds", default="1,2,3,4,5", help="offpolicy section: training seeds")
-    parser.add_argument("--offpolicy-parts", default="speed,profile,checkpoint,scores",
+    parser.add_argument("--offpolicy-parts", default=",".join(offpolicy.PARTS),
                         help="offpolicy section: which of speed, profile, checkpoint, scores to run")
     parser.add_argument("--offpolicy-overrides", default="",
                         help="offpolicy scores: overrides added to every run, space-separated (e.g. machine.torch_threads=1 "
@@ -532,8 +532,10 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"--offpolicy-presets: unknown {sorted(unknown)}; choose from {list(offpolicy.SCORES)}")
         parts, section = set(args.offpolicy_parts.split(",")), results.setdefault("offpolicy", {})
+        if parts - set(offpolicy.PARTS):
+            raise SystemExit(f"--offpolicy-parts: unknown {sorted(parts - set(offpolicy.PARTS))}; choose from {list(offpolicy.PARTS)}")
         if "speed" in parts:
-            section["speed"] = offpolicy.speed(out, launch, run_process, _has("stable_baselines3"))
+            section["speed"] = offpolicy.speed(out, launch, run_process, tb_scalars, _has("stable_baselines3"))
         if "profile" in parts:
             section["profile"] = offpolicy.profile()
         if "checkpoint" in parts:

@@ -46,22 +46,19 @@ SCORES = {
     "half_cheetah_td3": (["env=half_cheetah", "experiment=mujoco_td3"], 100_000, None, "CleanRL TD3 (v4) 9,583 ± 126 at 1M"),
 }
 DEFAULT_SCORES = ("pendulum_sac", "pendulum_td3")
+PARTS = ("speed", "profile", "checkpoint", "scores")
 
 
-def speed(out: Path, launch: Callable, run_process: Callable, have_sb3: bool) -> dict:
-    """Env steps/s after learning_starts: ours through launch.py (the train/approx_fps of its windows past
-    learning_starts, 1,000 steps each), SB3's from its own clock."""
+def speed(out: Path, launch: Callable, run_process: Callable, tb_scalars: Callable, have_sb3: bool) -> dict:
+    """Env steps/s after learning_starts: ours through launch.py (the harmonic mean of the train/approx_fps of
+    its windows past learning_starts, 1,000 steps each; ``tb_scalars(run_dir)`` reads them), SB3's from its own clock."""
     run_dir = out / "offpolicy" / "speed_sac"
     launch(run_dir, ["env=half_cheetah", "experiment=mujoco_sac", "seed=1",
                      f"pipeline.stages.0.max_stage_steps={LEARNING_STARTS + SPEED_STEPS}",
                      "pipeline.metric_accumulate_interval=1000", "pipeline.save_interval=1000000",
                      "pipeline.heldout_checks=false"])
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
-    acc.Reload()
-    windows = [e.value for e in acc.Scalars("train/approx_fps") if e.step > LEARNING_STARTS]
-    result = {"ours": {"train_steps_per_s": round(float(1000 * len(windows) / sum(1000 / w for w in windows)), 1),
+    windows = [v for step, v in tb_scalars(run_dir)["train/approx_fps"] if step > LEARNING_STARTS]
+    result = {"ours": {"train_steps_per_s": round(len(windows) / sum(1 / w for w in windows), 1),
                        "windows": [round(w, 1) for w in windows]}}
     if have_sb3:
         _, _, proc = run_process([sys.executable, str(ROOT / "scripts" / "sb3_sac_speed.py"),
