@@ -125,14 +125,15 @@ class OffPolicy:
             else:
                 action = self.explore(self.model.normalize(self.obs))
             episodes += samplers.step(action.cpu().numpy())
-            next_obs = buf.obs.copy()
-            ended = buf.terminated | buf.truncated
+            obs = buf.obs.copy()  # the samplers' array is overwritten by their next step
+            next_obs, ended = obs, buf.terminated | buf.truncated
             if ended.any():
+                next_obs = obs.copy()
                 next_obs[ended] = buf.final_obs[ended]
             self.buffer.add(obs=self.obs, actions=action, rewards=torch.from_numpy(buf.reward),
                             terminated=torch.from_numpy(buf.terminated.astype(np.float32)),
                             next_obs=torch.from_numpy(next_obs))
-            self.obs = torch.from_numpy(buf.obs.copy()).to(self.device)
+            self.obs = torch.from_numpy(obs).to(self.device)
             if self.model.obs_norm is not None:
                 self.model.obs_norm.update(self.obs)
             self.steps += n
