@@ -78,7 +78,7 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
     env = gym.make(env_id, render_mode=render_mode, **kwargs)
     if mujoco_video:
         # software EGL (Mesa's llvmpipe) spends most of a frame on 4x multisampling and the shadow map,
-        # whatever the frame's size: without them a video is ~15x faster (docs/performance.md, test videos)
+        # whatever the frame's size (figures: docs/performance.md, "MuJoCo test videos")
         quality = env.unwrapped.model.vis.quality
         quality.offsamples, quality.shadowsize = 0, 0
     return env
