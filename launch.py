@@ -38,15 +38,18 @@ import hydra  # noqa: E402
 from hydra.errors import CompactHydraException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from rl_core.markers import FAILED, PREEMPTED, write_marker  # noqa: E402
+from rl_core.markers import FAILED, PREEMPTED, read_marker, write_marker  # noqa: E402
+from rl_core.packing import register_launcher_schemas  # noqa: E402
 from rl_core.run_config import check_yaml_files, describe_hydra_error, register_resolvers  # noqa: E402
 
 log = logging.getLogger("launch")
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-# conf/hydra/launcher/submitit_*.yaml are checked against the plugin's schema of the same name, which is
-# what we want (a mistyped key fails); Hydra warns that this matching is deprecated.
+# conf/hydra/launcher/submitit_*.yaml are checked against the ConfigStore schema of the same name (ours, the
+# plugin's plus jobs_per_task: rl_core.packing), which is what we want (a mistyped key fails); Hydra warns
+# that this matching is deprecated.
 warnings.filterwarnings("ignore", message="(?s).*is validated against ConfigStore schema", category=UserWarning)
 register_resolvers()
+register_launcher_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -54,15 +57,17 @@ def main(cfg: DictConfig) -> float | None:
     from envs.samplers import SamplerError
     from rl_core.checkpoint import CheckpointError
     from rl_core.config_check import ConfigError
-    from rl_core.distributed import RanksFailed, process_rank
+    from rl_core.distributed import RanksFailed, end_slurm_job, process_rank
     from rl_core.modes import MODE_FUNCTIONS, interrupted_message, is_multirun, job_output_dir
+    from rl_core.packing import job_core_share
     from rl_core.run_dir import RunDirTaken, own_it, release_all
     from rl_core.tracking.report import SweepJobsFailed
     from rl_core.trainer import TrainingInterrupted
 
     one_line_errors = {ConfigError: 2, CheckpointError: 2, SamplerError: 2, SweepJobsFailed: 4, RanksFailed: 1}
     try:
-        return MODE_FUNCTIONS.get(cfg.mode, MODE_FUNCTIONS["train"])(cfg)
+        with job_core_share():  # one of several jobs of a local parallel sweep: its own cores
+            return MODE_FUNCTIONS.get(cfg.mode, MODE_FUNCTIONS["train"])(cfg)
     except KeyboardInterrupt:  # a second Ctrl-C in training, or one before training began
         log.warning("%s", interrupted_message(cfg))
         sys.exit(130)
@@ -77,12 +82,17 @@ def main(cfg: DictConfig) -> float | None:
         code = next((c for kind, c in one_line_errors.items() if isinstance(e, kind)), None)
         if is_multirun():
             log.error("job failed: %s: %s", type(e).__name__, e, exc_info=code is None)
-            # the job's dir is the sweep's; of several ranks, rank 0 writes the marker
+            # the job's dir is the sweep's; of several ranks, rank 0 writes the marker, or, when the ranks
+            # failed and rank 0 has not written it (it may be the one that died), the rank that saw it
+            failed = {"error": f"{type(e).__name__}: {e}".splitlines()[0], "traceback": traceback.format_exc()}
             if cfg.mode == "train" and process_rank() == 0 and not isinstance(e, RunDirTaken):
                 own_it(job_output_dir(), cfg)
-                write_marker(job_output_dir(), FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0],
-                             traceback=traceback.format_exc())
+                write_marker(job_output_dir(), FAILED, **failed)
+            elif isinstance(e, RanksFailed) and read_marker(job_output_dir(), FAILED) is None:
+                write_marker(job_output_dir(), FAILED, **failed)
             if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+                if isinstance(e, RanksFailed):
+                    end_slurm_job()  # a task on a dead node never ends: srun would wait for it
                 sys.exit(1)  # so SLURM records the job as FAILED, not COMPLETED; the launcher then fails too
             if code is not None:  # the sweep goes on; at its end Hydra prints this one line and exits 1
                 raise CompactHydraException(f"a job of the sweep failed: {e}") from None

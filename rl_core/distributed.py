@@ -16,7 +16,10 @@ import datetime
 import logging
 import math
 import os
+import re
 import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +34,49 @@ class RanksFailed(RuntimeError):
     """A collective failed: another rank died, or hangs longer than ``machine.collective_timeout_s``."""
 
 
+def node_name() -> str:
+    """The node this process runs on: SLURM's name for it (``SLURMD_NODENAME``), else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+class Heartbeat:
+    """Every rank's sign of life, so that a failed collective names the rank that died and its node.
+
+    A daemon thread bumps this rank's counter in the rendezvous store (``MASTER_ADDR:MASTER_PORT``, served
+    by rank 0) every ``interval_s``; :meth:`silent` reads the counters twice, ``2.5 × interval_s`` apart:
+    those that did not move belong to dead ranks. Counters, not clocks: the nodes' clocks may differ.
+    """
+
+    def __init__(self, rank: int, interval_s: float = 1.0) -> None:
+        self.rank, self.interval_s = rank, interval_s
+        timeout = datetime.timedelta(seconds=5)  # only for the failure path: an answer, or "rank 0 is gone"
+        client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), None, False, timeout)
+        self.store = dist.PrefixStore("heartbeat/", client)
+        self.store.add(str(rank), 1)
+        self._stop = threading.Event()
+        threading.Thread(target=self._beat, name="rank-heartbeat", daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.store.add(str(self.rank), 1)
+            except RuntimeError:  # the store (rank 0) is gone: the failing collective will say so
+                return
+
+    def silent(self, world: int) -> list[int] | None:
+        """The ranks whose heartbeat stopped; ``None`` when the store itself is unreachable (rank 0 died)."""
+        try:
+            before = [self.store.add(str(r), 0) for r in range(world)]
+            time.sleep(2.5 * self.interval_s)
+            after = [self.store.add(str(r), 0) for r in range(world)]
+        except RuntimeError:
+            return None
+        return [r for r in range(world) if r != self.rank and after[r] == before[r]]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class Ranks:
     """This process's place among the ranks of one experiment; ``world == 1`` is a plain run.
 
@@ -39,12 +85,16 @@ class Ranks:
         local_rank: its rank on this node (which GPU it takes).
         device: where the collectives' tensors live (its GPU for nccl, the CPU for gloo).
         timeout_s: how long a collective waits for the other ranks (for the error message).
+        nodes: each rank's node name, in rank order (for the error message; this node alone if unknown).
+        heartbeat: the ranks' signs of life, which name the dead rank when a collective fails.
     """
 
     def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0,
-                 device: torch.device = torch.device("cpu"), timeout_s: float = 300.0) -> None:
+                 device: torch.device = torch.device("cpu"), timeout_s: float = 300.0,
+                 nodes: list[str] | None = None, heartbeat: Heartbeat | None = None) -> None:
         self.rank, self.world, self.local_rank, self.device = rank, world, local_rank, device
-        self.timeout_s = timeout_s
+        self.timeout_s, self.heartbeat = timeout_s, heartbeat
+        self.nodes = nodes or [node_name()] * world
 
     @property
     def main(self) -> bool:
@@ -58,16 +108,30 @@ class Ranks:
     def __repr__(self) -> str:
         return f"rank {self.rank} of {self.world}"
 
+    def where(self, rank: int) -> str:
+        return f"rank {rank} on {self.nodes[rank]}"
+
+    def _who_failed(self) -> str:
+        """Which rank stopped, as far as the heartbeats tell."""
+        silent = self.heartbeat.silent(self.world) if self.heartbeat else []
+        if silent is None:
+            return f"{self.where(0)} (which serves the rendezvous) is unreachable: it died or its node did"
+        if silent:
+            return (", ".join(self.where(r) for r in silent) + f" gave no heartbeat for {2.5 * self.heartbeat.interval_s:g} s"
+                    " (died, stopped, or its node is gone)")
+        return "another rank died or hangs"
+
     @contextlib.contextmanager
     def waiting_for_peers(self, what: str) -> Iterator[None]:
         """Turns the backend's error (a closed connection, a timeout) into one line that says what happened."""
         try:
             yield
         except RuntimeError as e:  # gloo's and nccl's errors are RuntimeErrors
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
-            raise RanksFailed(f"{self}: {what} failed ({reason}): another rank died or hangs (a rank waits "
-                              f"machine.collective_timeout_s = {self.timeout_s:g} s); its own log may say why: "
-                              "RUN/rank<r>/launch.log, or the job's log") from None
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            reason = re.sub(r"^\[[^\]]*\] ", "", reason)[:120]  # gloo's source position says nothing to a user
+            raise RanksFailed(f"{self} on {self.nodes[self.rank]}: {what} failed: {self._who_failed()}; a rank waits "
+                              f"machine.collective_timeout_s = {self.timeout_s:g} s; its own log may say why "
+                              f"(RUN/rank<r>/launch.log, or the job's log); the backend said: {reason}") from None
 
     # -- collectives (no-ops for one rank) ------------------------------------------------------------
 
@@ -121,6 +185,15 @@ class Ranks:
             dist.gather_object(obj, out, dst=0)
         return out
 
+    def gather_everywhere(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        with self.waiting_for_peers("an all_gather"):
+            dist.all_gather_object(out, obj)
+        return out
+
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's weights and buffers on every rank."""
         if not self.active:
@@ -135,6 +208,8 @@ class Ranks:
                 dist.barrier()
 
     def close(self) -> None:
+        if self.heartbeat:
+            self.heartbeat.stop()
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -195,6 +270,15 @@ def _submitit_tasks() -> int:
     return 1
 
 
+def end_slurm_job() -> None:
+    """Cancel this SLURM job: its ranks have failed, and a task on a node that died is never reported ended,
+    so ``srun`` would wait for it until SLURM declares the node down (``SlurmdTimeout``, often 5 minutes)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        log.error("cancelling SLURM job %s: its ranks failed", job)
+        subprocess.run(["scancel", job], capture_output=True, timeout=60, check=False)
+
+
 def process_rank() -> int:
     """This process's rank before the process group is up (torchrun's ``RANK``, or the submitit task's
     global rank): rank 0 alone writes a job's markers, even when a rank fails before training."""
@@ -228,8 +312,18 @@ def ranks_from_environment(backend: str = "gloo", timeout_s: float = 300.0, devi
     if backend == "nccl":  # one GPU per rank, current before the group starts (nccl's objects live there)
         device = torch.device("cuda", (devices or [0])[local_rank % len(devices or [0])])
         torch.cuda.set_device(device)
-    ranks = Ranks(int(os.environ["RANK"]), world, local_rank, device, timeout_s)
+    rank = int(os.environ["RANK"])
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    log.info("distributed: %s (pid %d; %s, collective timeout %g s)", ranks, os.getpid(), backend, timeout_s)
+    ranks = Ranks(rank, world, local_rank, device, timeout_s)
+    ranks.nodes = ranks.gather_everywhere(node_name())
+    try:
+        ranks.heartbeat = Heartbeat(rank)
+    except (KeyError, ValueError, RuntimeError) as e:  # no MASTER_ADDR/PORT store to reach: errors name no rank
+        log.warning("distributed: no heartbeat (%s); a failed collective will not say which rank stopped", e)
+    log.info("distributed: %s on %s (pid %d; %s, collective timeout %g s)", ranks, ranks.nodes[rank], os.getpid(),
+             backend, timeout_s)
+    if ranks.main and len(set(ranks.nodes)) > 1:
+        log.info("distributed: nodes %s", "; ".join(f"{n}: ranks {', '.join(str(r) for r, m in enumerate(ranks.nodes) if m == n)}"
+                                                    for n in dict.fromkeys(ranks.nodes)))
     return ranks

@@ -147,6 +147,9 @@ def train(cfg: DictConfig) -> float:
         clear_markers(run_dir, FAILED, PREEMPTED)
         save_provenance(run_dir, cfg, CODE_DIR)
         log.info("run dir: %s", run_dir)
+    cores = sorted(os.sched_getaffinity(0))
+    log.info("machine: cores %s, %d torch threads, %d worker processes", ",".join(map(str, cores)),
+             trainer.machine.torch_threads, trainer.machine.num_workers)
     ranks.barrier()  # the folder is claimed before any rank trains into it
     start_gc()
     try:

@@ -90,12 +90,19 @@ class LauncherCheck(Callback):
             print("error: hydra/launcher=submitit_slurm: this machine has no SLURM (srun and sbatch are not on "
                   "PATH); hydra/launcher=submitit_local runs the same sweep as local processes", file=sys.stderr)
             sys.exit(2)
-        for key in ("nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "timeout_min"):
+        submitit = target.endswith(("SlurmLauncher", "LocalLauncher"))  # the plugin's, or ours (rl_core.packing)
+        for key in ("nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "timeout_min", "jobs_per_task"):
             value = OmegaConf.select(config, f"hydra.launcher.{key}", default=None)
-            if "submitit" in target and isinstance(value, int) and value < (0 if key == "gpus_per_node" else 1):
+            if submitit and isinstance(value, int) and value < (0 if key == "gpus_per_node" else 1):
                 print(f"error: hydra.launcher.{key}: must be >= {0 if key == 'gpus_per_node' else 1}, got {value}",
                       file=sys.stderr)
                 sys.exit(2)
+        packed = OmegaConf.select(config, "hydra.launcher.jobs_per_task", default=1)
+        spread = [k for k in ("nodes", "tasks_per_node") if (OmegaConf.select(config, f"hydra.launcher.{k}") or 1) > 1]
+        if isinstance(packed, int) and packed > 1 and spread:
+            print(f"error: hydra.launcher.jobs_per_task={packed} packs one-process jobs: it cannot go with "
+                  f"hydra.launcher.{spread[0]} > 1 (an experiment on several ranks is one job of its own)", file=sys.stderr)
+            sys.exit(2)
 
 
 def describe_hydra_error(e: BaseException) -> tuple[str, int] | None:

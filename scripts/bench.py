@@ -32,6 +32,8 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
 * ``offpolicy``: SAC's training env steps/s beside SB3's on HalfCheetah, ms per gradient step and where it
   goes, the replay buffer's checkpoint cost at 100k and 1M transitions, and the SAC/TD3 presets' held-out
   scores over ``--offpolicy-seeds`` (``scripts/offpolicy.py``, ``scripts/sb3_sac_speed.py``).
+* ``packing``: a 16-seed smoke sweep on the local two-node SLURM cluster as 16 SLURM jobs and packed 8 to a
+  job: queue-to-report wall time and core utilisation (``scripts/packing.py``; needs root, as the cluster does).
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import scaling_model  # noqa: E402 - scripts/scaling_model.py: the distributed section's model
 import offpolicy  # noqa: E402 - scripts/offpolicy.py: the offpolicy section
+import packing  # noqa: E402 - scripts/packing.py: the packing section
 import suite  # noqa: E402 - scripts/suite.py: the suite section
 
-SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed", "offpolicy")
+SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed", "offpolicy",
+            "packing")
 FAST = ["experiment=lunar_lander_fast"]
 STRAGGLER_DELAY_S = 0.0002  # the distributed section's slowed rank: this much more per env step (tests/slow_env.py)
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
@@ -526,6 +530,10 @@ def main() -> None:
         results["distributed"]["model"] = {"inputs": inputs, "table": scaling_model.table(**inputs)}
         print("distributed:", results["distributed"], flush=True)
 
+    if "packing" in only:
+        results["packing"] = packing.measure(out)
+        print("packing:", results["packing"], flush=True)
+
     if "offpolicy" in only:
         names = [n for n in args.offpolicy_presets.split(",") if n]
         unknown = set(names) - set(offpolicy.SCORES)
@@ -615,6 +623,8 @@ def markdown(r: dict) -> str:
         out += suite.markdown(r["suite"], r.get("suite_throughput"))
     if r.get("offpolicy"):
         out += offpolicy.markdown(r["offpolicy"])
+    if r.get("packing"):
+        out += packing.markdown(r["packing"])
     if r.get("distributed"):
         d = r["distributed"]
         out += ("\nOne experiment on ranks (fast preset schedule, 16 samplers in all):\n\n| layout | training steps/s |"

@@ -118,13 +118,14 @@ def kill_at_checkpoint(*args: str, checkpoint: Path) -> list[int]:
 
 
 def stop_after_first_checkpoint(*args: str, run_dir: Path, env: dict | None = None,
-                                signum: int = signal.SIGTERM) -> subprocess.CompletedProcess:
-    """Start ``launch.py ARGS``, send ``signum`` once its first checkpoint is in ``run_dir``, wait for it."""
+                                signum: int = signal.SIGTERM, delay: float = 0.0) -> subprocess.CompletedProcess:
+    """Start ``launch.py ARGS``, send ``signum`` ``delay`` s after its first checkpoint is in ``run_dir``, wait for it."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=launch_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not list((run_dir / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(delay)
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")

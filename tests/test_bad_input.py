@@ -199,12 +199,27 @@ def test_the_slurm_launcher_without_slurm_is_one_line(launch_here, tmp_path, mon
     assert not (tmp_path / "sweep" / "0").exists()
 
 
-@pytest.mark.parametrize("key, value, floor", [("tasks_per_node", 0, 1), ("nodes", -1, 1), ("gpus_per_node", -1, 0)])
+@pytest.mark.parametrize("key, value, floor", [("tasks_per_node", 0, 1), ("nodes", -1, 1), ("gpus_per_node", -1, 0),
+                                               ("jobs_per_task", 0, 1)])
 def test_a_submitit_launcher_size_below_its_floor_is_one_line_and_starts_nothing(launch_here, tmp_path, key, value, floor):
     proc = launch_here("--multirun", "hydra/launcher=submitit_local", f"hydra.launcher.{key}={value}", *SMOKE,
                        f"hydra.sweep.dir={tmp_path / 'sweep'}")
     _assert_one_line_error(proc, f"hydra.launcher.{key}: must be >= {floor}, got {value}")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_packing_jobs_of_several_ranks_is_one_line_and_starts_nothing(launch_here, tmp_path):
+    proc = launch_here("--multirun", "hydra/launcher=submitit_local", "hydra.launcher.jobs_per_task=2",
+                       "hydra.launcher.tasks_per_node=2", *SMOKE, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _assert_one_line_error(proc, "hydra.launcher.jobs_per_task=2 packs one-process jobs: it cannot go with "
+                                 "hydra.launcher.tasks_per_node > 1")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_mistyped_launcher_key_names_the_closest_one(launch_here, tmp_path):
+    proc = launch_here("--multirun", "hydra/launcher=submitit_slurm", "hydra.launcher.job_per_task=2", *SMOKE,
+                       f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    _assert_one_line_error(proc, "hydra.launcher.job_per_task: unknown key; did you mean 'jobs_per_task'?")
 
 
 @pytest.mark.slow
