@@ -1,7 +1,8 @@
 """Job markers: small JSON files in a run's folder that say how it ended, read by resume and the sweep report.
 
 ``DONE``: the run finished (its final validation). ``FAILED``: a sweep job raised (the error's first line and
-the traceback). ``PREEMPTED``: a sweep job saved on a signal and waits to be requeued (steps and signal).
+the traceback). ``PREEMPTED``: a sweep job saved on a signal and waits to be requeued (steps and signal). ``PRUNE``: a tuning
+study asks the run to stop at its next checkpoint; ``PRUNED``: the study pruned the run (trial, steps).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DONE, FAILED, PREEMPTED = "DONE", "FAILED", "PREEMPTED"
+DONE, FAILED, PREEMPTED, PRUNE, PRUNED = "DONE", "FAILED", "PREEMPTED", "PRUNE", "PRUNED"
 
 
 def write_marker(run_dir: Path, name: str, **fields: Any) -> None:

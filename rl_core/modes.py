@@ -275,4 +275,12 @@ def report(cfg: DictConfig) -> float | None:
     return max(means) if means else None
 
 
-MODE_FUNCTIONS = {"train": train, "test": test, "report": report}
+def tune_worker(cfg: DictConfig) -> int:
+    """A worker of a tuning study (the rl_tune sweeper starts them); returns the study's counted trials."""
+    from rl_core.tune.worker import run_worker
+
+    check_top_level(cfg)
+    return run_worker(cfg)
+
+
+MODE_FUNCTIONS = {"train": train, "test": test, "report": report, "tune_worker": tune_worker}

@@ -28,7 +28,7 @@ GROUPS = ["env", "model", "algo", "pipeline", "machine", "logger"]
 RESUME_MAY_CHANGE = {"machine", "logger"}
 # Keys of those groups that still come from the saved config: each sampler's episode stream is in the checkpoint.
 RESUME_KEEPS = ("machine.num_samplers",)
-MODES = ("train", "test", "report")
+MODES = ("train", "test", "report", "tune_worker")  # tune_worker: started by the rl_tune sweeper
 _SCRATCH: set[Path] = set()
 # Groups a test run may override on top of the training run's saved config.
 TEST_MAY_CHANGE = ("env", "model", "machine", "logger")

@@ -28,7 +28,7 @@ from rl_core.config_check import ConfigError
 from rl_core.distributed import Ranks
 from rl_core.eval.evaluation import fixed_tasks, play_tasks, summarize
 from rl_core.machine import Machine
-from rl_core.markers import DONE, read_marker, write_marker
+from rl_core.markers import DONE, PRUNE, read_marker, write_marker
 from rl_core.replay_files import ReplayFiles
 from rl_core.run_state import MetricWindow, TrainState
 from rl_core.signals import StopFlag, TrainingAborted, TrainingInterrupted  # noqa: F401 (launch.py's import)
@@ -275,6 +275,9 @@ class Trainer:
                         self._log_window()
                     if self.state.total_steps - self.state.last_save_steps >= self.pipeline.save_interval:
                         last_valid = self._save_and_validate(samplers, final=self._finishing())
+                        if self.ranks.broadcast_object(main and (self.run_dir / PRUNE).is_file()):
+                            log.info("pruned by the tuner at step %d: stopping", self.state.total_steps)
+                            break  # a tuning study's request (rl_core.tune), taken at this checkpoint
                         if self.ranks.broadcast_object(main and self._solved(last_valid)):
                             if main:
                                 log.info("valid reward %.1f reached stop_at_valid_reward=%g at step %d%s: stopping",

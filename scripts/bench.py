@@ -34,6 +34,8 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
   scores over ``--offpolicy-seeds`` (``scripts/offpolicy.py``, ``scripts/sb3_sac_speed.py``).
 * ``packing``: a 16-seed smoke sweep on the local two-node SLURM cluster as 16 SLURM jobs and packed 8 to a
   job: queue-to-report wall time and core utilisation (``scripts/packing.py``; needs root, as the cluster does).
+* ``tune``: 1,000 trials from 8 workers on one journal file (none lost or told twice), and 2 tuning workers'
+  busy share on a study of uneven (pruned) trials (``scripts/tune_bench.py``).
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import scaling_model  # noqa: E402 - scripts/scaling_model.py: the distributed section's model
 import offpolicy  # noqa: E402 - scripts/offpolicy.py: the offpolicy section
 import packing  # noqa: E402 - scripts/packing.py: the packing section
+import tune_bench  # noqa: E402 - scripts/tune_bench.py: the tune section
 import suite  # noqa: E402 - scripts/suite.py: the suite section
 
 SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed", "offpolicy",
-            "packing")
+            "packing", "tune")
 FAST = ["experiment=lunar_lander_fast"]
 STRAGGLER_DELAY_S = 0.0002  # the distributed section's slowed rank: this much more per env step (tests/slow_env.py)
 ENVPOOL = ["env=lunar_lander_continuous_envpool"]
@@ -533,6 +536,9 @@ def main() -> None:
     if "packing" in only:
         results["packing"] = packing.measure(out)
         print("packing:", results["packing"], flush=True)
+    if "tune" in only:
+        results["tune"] = tune_bench.measure()
+        print("tune:", results["tune"], flush=True)
 
     if "offpolicy" in only:
         names = [n for n in args.offpolicy_presets.split(",") if n]
@@ -625,6 +631,8 @@ def markdown(r: dict) -> str:
         out += offpolicy.markdown(r["offpolicy"])
     if r.get("packing"):
         out += packing.markdown(r["packing"])
+    if r.get("tune"):
+        out += tune_bench.markdown(r["tune"])
     if r.get("distributed"):
         d = r["distributed"]
         out += ("\nOne experiment on ranks (fast preset schedule, 16 samplers in all):\n\n| layout | training steps/s |"

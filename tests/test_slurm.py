@@ -305,3 +305,20 @@ def test_a_packed_sweep_runs_two_jobs_an_allocation_and_preempted_resumes_every_
         b = torch.load(sweep / str(j) / "checkpoints" / "ckpt_0000012000.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert _report_table(sweep) == _report_table(unpacked)
+
+
+def test_a_tuning_study_runs_its_workers_as_slurm_jobs_that_share_one_journal(slurm, tmp_path):
+    """hydra/launcher=submitit_slurm with two workers: two SLURM jobs take trials from one study as each
+    ends (no batch barrier), the study counts exactly its trials and writes its summary."""
+    from tests.test_tune import FAST, _study
+
+    sweep = tmp_path / "sweep"
+    proc = run_launch("--multirun", *FAST, "hydra.sweeper.n_trials=8", "hydra.sweeper.workers=2",
+                      "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}",
+                      env=slurm, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in _study(sweep).trials) == 8
+    logs = [p.read_text() for p in (sweep / ".submitit").rglob("*_0_log.err")]
+    ran = [set(re.findall(r"worker (\d): trial (\d+)", text)) for text in logs]
+    assert len(ran) == 2 and all(ran) and {w for r in ran for w, _ in r} == {"0", "1"}
+    assert json.loads((sweep / "study" / "summary.json").read_text())["ledger"]["trials_finished"] == 8
