@@ -63,14 +63,15 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
 
 
 def write_tuned(sweep_dir: Path, best: optuna.trial.FrozenTrial, settings: dict[str, Any]) -> Path:
-    """The best trial's run config as an experiment preset: the groups the command chose, then every value of
-    every group as the best trial's first seed ran it (so a run of it is that run, for the same seed)."""
+    """The best trial's run config as an experiment preset: the group options its first seed's run composed,
+    then every value of every group as that run had it (so a run of it is that run, for the same seed)."""
     run = Path(sweep_dir) / "trials" / f"{best.number:04d}" / f"seed_{settings['seeds'][0]}"
     saved = OmegaConf.load(run / "config.yaml")
-    choices = [o.split("=", 1) for o in settings["base"] if "=" in o and "." not in o.split("=", 1)[0]]
-    defaults = [f"/experiment/{v}" if k == "experiment" else {f"override /{k}": v}
-                for k, v in choices if k in (*GROUPS, "experiment")]
-    body = {"defaults": [*defaults, "_self_"], **{g: OmegaConf.to_container(saved[g], resolve=True) for g in GROUPS},
+    # the groups as the run composed them (an hparams_search or experiment preset may have chosen some)
+    choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    groups = [*GROUPS, "test"]
+    body = {"defaults": [*({f"override /{g}": choices[g]} for g in groups if choices.get(g)), "_self_"],
+            **{g: OmegaConf.to_container(saved[g], resolve=True) for g in groups if g in saved},
             "solved_reward": saved.get("solved_reward")}
     path = Path(sweep_dir) / "experiment" / "tuned.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
