@@ -124,6 +124,8 @@ def test_a_real_study_warm_starts_from_the_config_and_tuned_yaml_trains_the_best
     (["algo.clip_param=interval(0.3, 0.1)"], "algo.clip_param (search space): interval(0.3, 0.1) is an empty range"),
     (["hydra.sweeper.pruner=median", "pipeline.save_interval=100000"], "hydra.sweeper.pruner: median prunes on the validations before the end"),
     (["hydra.sweeper.test_seeds=[2,9]"], "hydra.sweeper.test_seeds: [2] also tune"),
+    (["hydra.sweeper.sampler=cmaes"], "hydra.sweeper.sampler: tpe or random, got 'cmaes'"),
+    (["hydra.sweeper.lease_s=3"], "hydra.sweeper.lease_s: above 10"),
 ])
 def test_bad_search_input_is_one_line_and_starts_nothing(launch_here, tmp_path, extra, fragment):
     sweep = tmp_path / "sweep"

@@ -109,6 +109,12 @@ class TuneSweeper(Sweeper):
                         "tuning and test seeds are kept apart")
         if int(s["n_trials"]) < 1 or int(s["workers"]) < 1:
             raise error("hydra.sweeper.n_trials and hydra.sweeper.workers: at least 1")
+        if s["sampler"] not in ("tpe", "random"):
+            raise error(f"hydra.sweeper.sampler: tpe or random, got {s['sampler']!r}")
+        if float(s["lease_s"]) <= 10:
+            raise error(f"hydra.sweeper.lease_s: above 10 (a lease is renewed every 5 s), got {s['lease_s']}")
+        if not 0 < float(s["wilcoxon_p"]) < 1 or int(s["pruner_startup_trials"]) < 0:
+            raise error("hydra.sweeper.wilcoxon_p: in (0, 1), and hydra.sweeper.pruner_startup_trials: at least 0")
         if s["pruner"] not in ("none", "median", "halving", "wilcoxon"):
             raise error(f"hydra.sweeper.pruner: one of none, median, halving, wilcoxon; got {s['pruner']!r}")
         if s["pruner"] != "none":
