@@ -86,7 +86,8 @@ def run_trial(study: optuna.Study, settings: dict[str, Any], runner: Any, sweep_
     reporter = Reporter(optuna.Trial(study, trial_id), settings["pruner"], seeds)
     out = trial_dir(sweep_dir, number)
     overrides = [f"{k}={override_value(v)}" for k, v in params.items()]
-    (out.mkdir(parents=True, exist_ok=True), (out / "params.json").write_text(json.dumps(params) + "\n"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.json").write_text(json.dumps(params) + "\n")
     try:
         curves = runner.run(out, overrides, seeds, reporter)
     except RunsFailed as e:
