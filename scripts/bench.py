@@ -61,6 +61,7 @@ import offpolicy  # noqa: E402 - scripts/offpolicy.py: the offpolicy section
 import packing  # noqa: E402 - scripts/packing.py: the packing section
 import tune_bench  # noqa: E402 - scripts/tune_bench.py: the tune section
 import suite  # noqa: E402 - scripts/suite.py: the suite section
+from rl_core.tracking.report import wilson  # noqa: E402,F401 - rates with their interval (tests call bench.wilson)
 
 SECTIONS = ("env", "update", "default", "scaling", "load", "solve", "sb3", "suite", "distributed", "offpolicy",
             "packing", "tune")
@@ -254,16 +255,6 @@ def solve_record(seed: int, wall: float, evals: list[dict]) -> dict:
             "robust": robust is not None, "robust_env_steps": robust["training_steps"] if robust else None,
             "robust_process_wall_s": round(robust["heldout"]["wall_s"] + startup, 1) if robust else None,
             "curve": [(v["wall_s"], round(v["reward"], 1)) for v in evals]}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a rate of ``k`` successes in ``n`` trials."""
-    if n == 0:
-        return (0.0, 1.0)
-    p, z2 = k / n, z * z
-    center = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return (round(float(max(0.0, center - half)), 3), round(float(min(1.0, center + half)), 3))
 
 
 def solve_summary(runs: list[dict]) -> dict:

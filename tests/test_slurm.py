@@ -307,18 +307,37 @@ def test_a_packed_sweep_runs_two_jobs_an_allocation_and_preempted_resumes_every_
     assert _report_table(sweep) == _report_table(unpacked)
 
 
-def test_a_tuning_study_runs_its_workers_as_slurm_jobs_that_share_one_journal(slurm, tmp_path):
+def test_a_tuning_study_runs_its_workers_as_slurm_jobs_that_share_one_journal_and_survive_preemption(slurm, tmp_path):
     """hydra/launcher=submitit_slurm with two workers: two SLURM jobs take trials from one study as each
-    ends (no batch barrier), the study counts exactly its trials and writes its summary."""
-    from tests.test_tune import FAST, _study
+    ends (no batch barrier); one is preempted (SIGUSR2) mid-trial, requeued, and reruns its trial from where
+    its runs stopped; the study counts exactly its trials, each seed's validations once."""
+    from tests.test_tune import FAST, _counted, _study
 
     sweep = tmp_path / "sweep"
-    proc = run_launch("--multirun", *FAST, "hydra.sweeper.n_trials=8", "hydra.sweeper.workers=2",
-                      "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}",
-                      env=slurm, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in _study(sweep).trials) == 8
-    logs = [p.read_text() for p in (sweep / ".submitit").rglob("*_0_log.err")]
-    ran = [set(re.findall(r"worker (\d): trial (\d+)", text)) for text in logs]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "--multirun", *FAST, "hydra.sweeper.n_trials=8",
+         "hydra.sweeper.workers=2", "+hydra.sweeper.runner.delay_s=0.1", "hydra/launcher=submitit_slurm",
+         "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env=launch_env(slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: _counted(sweep) >= 2, 240, "two counted trials")
+        array = next((sweep / ".submitit").rglob("*_submitted.pkl")).parent.name.split("_")[0]
+        subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    trials = _study(sweep).trials
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 8 and len(trials) == 8
+    logs = {p.parent.name: p.read_text() for p in (sweep / ".submitit").rglob("*_0_log.err")}
+    ran = [set(re.findall(r"worker (\d): trial (\d+)", text)) for text in logs.values()]
     assert len(ran) == 2 and all(ran) and {w for r in ran for w, _ in r} == {"0", "1"}
+    preempted = logs[f"{array}_0"]
+    assert "tuning worker 0 stopped by SIGUSR2" in preempted  # then requeued: its trial rerun by whichever worker looked first
+    assert any("(rerun, resuming its runs)" in text for text in logs.values())
+    for t in trials:
+        for seed in (1, 2):
+            steps = [json.loads(line)["training_steps"] for line in
+                     (sweep / "trials" / f"{t.number:04d}" / f"seed_{seed}" / "valid.json").read_text().splitlines()]
+            assert steps == list(range(100, 1001, 100))  # the preempted trial went on where it stopped
     assert json.loads((sweep / "study" / "summary.json").read_text())["ledger"]["trials_finished"] == 8

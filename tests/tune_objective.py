@@ -1,6 +1,6 @@
 """A fast stand-in for a trial's training runs (the tuner's runner): each seed's "run" validates every 100 env
 steps up to 1,000, its reward a known function of the parameters, and resumes from the validations it wrote
-(its checkpoints). Every step it does is appended to ``work.log`` beside the sweep's trials, to count work
+(its checkpoints), and stops at its next validation on a signal (preemption). Every step it does is appended to ``work.log`` beside the sweep's trials, to count work
 done twice."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rl_core.markers import PRUNE
 from rl_core.tracking.report import read_valid
+from rl_core.tune.runs import RunsStopped
 
 STEPS, EVERY = 1000, 100
 
@@ -22,10 +23,11 @@ def reward(params: dict[str, float], seed: int, steps: int) -> float:
 
 class FastRuns:
     def __init__(self, base: list[str], delay_s: float = 0.02, at_once: int = 0) -> None:
-        self.base, self.delay_s = base, delay_s
+        self.base, self.delay_s, self.stopped = base, delay_s, False
 
     def signal(self, signum: int) -> None:
-        pass
+        self.stopped = True  # as the real runs do: save at the next validation and stop
+
 
     def run(self, trial_dir: Path, overrides: list[str], seeds: list[int], watch) -> dict:
         params = {o.split("=", 1)[0]: float(o.split("=", 1)[1]) for o in overrides}
@@ -40,6 +42,8 @@ class FastRuns:
             curves = {s: read_valid(d / "valid.json") for s, d in dirs.items()}
             if pruned or all(c and c[-1]["training_steps"] >= STEPS for c in curves.values()):
                 return curves
+            if self.stopped:
+                raise RunsStopped(f"{trial_dir} stopped on a signal")
             if watch(curves):
                 pruned = True  # each seed stops at its next validation
             for s, d in dirs.items():

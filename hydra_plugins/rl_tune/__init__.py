@@ -27,6 +27,8 @@ class TuneSweeperConf:
     workers: int = 1                      # launcher jobs that share the study; each takes the next trial at once
     seeds: List[int] = field(default_factory=lambda: [1, 2, 3])   # every trial's tuning seeds (paired)
     test_seeds: List[int] = field(default_factory=list)           # kept apart from seeds, for the held-out rerun
+    test_top: int = 2                     # the best trials rerun on test_seeds beside the start (0: no rerun)
+    test_overrides: List[str] = field(default_factory=list)  # for the test runs only, e.g. a stop-at-solve protocol
     objective: str = "final"              # final: IQM over seeds of the last validation; auc: of every validation
     sampler: str = "tpe"                  # tpe | random
     sampler_seed: int = 0                 # worker i samples with sampler_seed + i
@@ -62,6 +64,7 @@ class TuneSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         from rl_core.config_check import ConfigError
         from rl_core.tune.finish import finish
+        from rl_core.tune.heldout import enabled, pending
         from rl_core.tune.space import describe, search_space, start_values
         from rl_core.tune.study import counted, create_or_check, study_dir
 
@@ -74,20 +77,30 @@ class TuneSweeper(Sweeper):
         # one W&B group per study: its runs are single runs, which W&B would leave ungrouped
         groups = [f"{k}={self.settings['study_name']}" for k in ("logger.group", "logger.wandb.group")
                   if OmegaConf.select(cfg, k, default="-") is None]
-        s = {**self.settings, "base": [*base, *groups], "search_space": describe(space)}
+        s = {**self.settings, "base": [*base, *groups], "search_space": describe(space),
+             "solved_reward": OmegaConf.select(cfg, "solved_reward", default=None)}
         self._check(s, cfg, ConfigError)
+        if s["test_overrides"]:  # refused now, not after the trials: the test runs compose them
+            try:
+                self.hydra_context.config_loader.load_sweep_config(self.config, [*base, *s["test_overrides"]])
+            except Exception as e:
+                raise ConfigError(f"hydra.sweeper.test_overrides: {str(e).splitlines()[0]}") from None
+        # the composed config and the named presets are the first trials: the study can only beat them
+        starts = {"the command's config": start_values(space, cfg, "the command's config", params)}
+        for preset in s["warm_start"]:
+            extra = self.hydra_context.config_loader.load_sweep_config(self.config, [*base, *preset.split()])
+            starts[preset] = start_values(space, extra, f"hydra.sweeper.warm_start {preset!r}", params)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         study, new = create_or_check(sweep_dir, s, s["search_space"])
         (study_dir(sweep_dir) / "settings.json").write_text(json.dumps(s, indent=1) + "\n")
-        if new:  # the composed config and the named presets are the first trials: the study can only beat them
-            study.enqueue_trial(start_values(space, cfg), user_attrs={"warm_start": "the command's config"})
-            for preset in s["warm_start"]:
-                extra = self.hydra_context.config_loader.load_sweep_config(self.config, [*base, *preset.split()])
-                study.enqueue_trial(start_values(space, extra), user_attrs={"warm_start": preset}, skip_if_exists=True)
+        if new:
+            for i, (name, values) in enumerate(starts.items()):
+                study.enqueue_trial(values, user_attrs={"warm_start": name}, skip_if_exists=i > 0)
         left = int(s["n_trials"]) - counted(study)
-        log.info("study %s in %s: %d of %d trials to go, %d worker(s), seeds %s, pruner %s", s["study_name"],
-                 study_dir(sweep_dir), max(left, 0), s["n_trials"], s["workers"], s["seeds"], s["pruner"])
-        if left > 0:
+        log.info("study %s in %s: %d of %d trials to go, %d worker(s), seeds %s, pruner %s%s", s["study_name"],
+                 study_dir(sweep_dir), max(left, 0), s["n_trials"], s["workers"], s["seeds"], s["pruner"],
+                 f"; then the top {s['test_top']} and the start on test seeds {s['test_seeds']}" if enabled(s) else "")
+        if left > 0 or pending(study, s, sweep_dir):
             jobs = [[*base, "mode=tune_worker", f"hydra.sweep.subdir=workers/{i}"] for i in range(int(s["workers"]))]
             for ret in self.launcher.launch(jobs, initial_job_idx=0):
                 ret.return_value  # a worker that raised raises here, after the others ended
@@ -107,6 +120,8 @@ class TuneSweeper(Sweeper):
         if set(s["seeds"]) & set(s["test_seeds"]):
             raise error(f"hydra.sweeper.test_seeds: {sorted(set(s['seeds']) & set(s['test_seeds']))} also tune; "
                         "tuning and test seeds are kept apart")
+        if int(s["test_top"]) < 0:
+            raise error(f"hydra.sweeper.test_top: 0 (no held-out rerun) or more, got {s['test_top']}")
         if int(s["n_trials"]) < 1 or int(s["workers"]) < 1:
             raise error("hydra.sweeper.n_trials and hydra.sweeper.workers: at least 1")
         if s["sampler"] not in ("tpe", "random"):

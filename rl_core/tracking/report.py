@@ -125,12 +125,23 @@ def iqm(values: np.ndarray) -> float:
 
 
 def bootstrap_ci(values: np.ndarray, level: float = 0.95, samples: int = BOOTSTRAP_SAMPLES,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over seeds: resample the values with replacement
-    ``samples`` times and take the (1-level)/2 and (1+level)/2 quantiles of the resampled means."""
+                 seed: int = 0, stat: Any = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over seeds (or of ``stat``, e.g. ``iqm``): resample the values with
+    replacement ``samples`` times and take the (1-level)/2 and (1+level)/2 quantiles of the resampled statistic."""
     x = np.asarray(values, dtype=float)
-    means = x[np.random.default_rng(seed).integers(0, len(x), size=(samples, len(x)))].mean(axis=1)
-    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+    draws = x[np.random.default_rng(seed).integers(0, len(x), size=(samples, len(x)))]
+    stats = draws.mean(axis=1) if stat is None else np.array([stat(d) for d in draws])
+    return float(np.quantile(stats, (1 - level) / 2)), float(np.quantile(stats, (1 + level) / 2))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate of ``k`` successes in ``n`` trials."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, z2 = k / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (round(float(max(0.0, center - half)), 3), round(float(min(1.0, center + half)), 3))
 
 
 def group_stats(name: str, jobs: list[JobRecord], threshold: float) -> dict[str, Any]:

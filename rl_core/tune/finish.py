@@ -1,5 +1,6 @@
 """What a study leaves in its folder once its trials are counted: ``study.md`` (trials, best, the env-step
-ledger, seeds, space, budget, machine), Optuna's plots under ``study/plots/``, and ``experiment/tuned.yaml``,
+ledger, the held-out rerun on the test seeds, seeds, space, budget, machine), Optuna's plots and the held-out
+scores under ``study/plots/``, and ``experiment/tuned.yaml``,
 an experiment preset that trains the best trial's configuration: ``--config-dir <sweep> experiment=tuned``."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from rl_core.run_config import GROUPS
+from rl_core.tune import heldout
 from rl_core.tune.study import study_dir
 
 log = logging.getLogger("tune")
@@ -99,6 +101,11 @@ def finish(study: optuna.Study, settings: dict[str, Any], sweep_dir: Path) -> di
         if (run / "config.yaml").is_file():  # a training run's (a runner that trains nothing leaves none)
             summary["tuned"] = str(write_tuned(sweep_dir, best, settings))
     summary["plots"] = [str(p) for p in write_plots(study, sdir / "plots")]
+    tests = heldout.results(study, settings, sweep_dir)
+    if tests:
+        summary["heldout"] = tests
+        picture = heldout.plot(tests, sdir / "plots" / "heldout.png", settings.get("solved_reward"))
+        summary["plots"] += [str(picture)] if picture else []
     (sdir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     rows = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     lines = [f"# Study {settings['study_name']}", "",
@@ -114,5 +121,6 @@ def finish(study: optuna.Study, settings: dict[str, Any], sweep_dir: Path) -> di
     if "tuned" in summary:
         lines += ["", f"Best: trial {best.number}, {best.value:.2f}, {best.params}. Train it: "
                   f"`python launch.py --config-dir {Path(sweep_dir).resolve()} experiment=tuned seed=S`"]
+    lines += heldout.markdown(tests, settings)
     (sdir / "study.md").write_text("\n".join(lines) + "\n")
     return summary

@@ -79,6 +79,17 @@ def describe(space: dict[str, optuna.distributions.BaseDistribution]) -> dict[st
     return {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()}
 
 
-def start_values(space: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
-    """The values ``cfg`` gives the searched keys: a warm-start trial (kept as they are, in range or not)."""
-    return {key: OmegaConf.select(cfg, key) for key in space}
+def start_values(space: dict[str, optuna.distributions.BaseDistribution], cfg: DictConfig, where: str,
+                 params: dict[str, str]) -> dict[str, Any]:
+    """The values ``cfg`` gives the searched keys: a warm-start trial. A value outside its range is refused
+    (``where`` names the config that set it), so the first trial is the start itself, not something near it."""
+    values = {key: OmegaConf.select(cfg, key) for key in space}
+    for key, dist in space.items():
+        try:
+            inside = dist._contains(dist.to_internal_repr(values[key]))
+        except (ValueError, TypeError):
+            inside = False
+        if not inside:
+            raise ConfigError(f"{key} (search space): {where} sets it to {values[key]!r}, outside {params[key]}; a "
+                              "warm-start trial must lie in the search space (widen it, or override the value)")
+    return values

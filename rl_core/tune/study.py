@@ -98,7 +98,7 @@ def create_or_check(sweep_dir: Path, settings: dict[str, Any], space_json: dict[
 
 
 class Leases:
-    """Which RUNNING trials a live worker holds; ``claim`` picks the next trial under one lock of the study."""
+    """Which RUNNING trials (and held-out units, by key) a live worker holds; ``claim`` picks the next trial under one lock of the study."""
 
     def __init__(self, sweep_dir: Path, worker: str, lease_s: float) -> None:
         self.dir = study_dir(sweep_dir) / "leases"
@@ -115,18 +115,18 @@ class Leases:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _path(self, number: int) -> Path:
+    def _path(self, number: int | str) -> Path:
         return self.dir / f"{number}.json"
 
-    def write(self, number: int) -> None:
+    def write(self, number: int | str) -> None:
         tmp = self._path(number).with_suffix(f".tmp{self.pid}")
         tmp.write_text(json.dumps({"worker": self.worker, "host": self.host, "pid": self.pid, "beat": time.time()}))
         os.replace(tmp, self._path(number))
 
-    def release(self, number: int) -> None:
+    def release(self, number: int | str) -> None:
         self._path(number).unlink(missing_ok=True)
 
-    def alive(self, number: int) -> bool:
+    def alive(self, number: int | str) -> bool:
         """Whether another live worker holds trial ``number``: its lease is fresh and its process exists."""
         try:
             lease = json.loads(self._path(number).read_text())
@@ -144,7 +144,7 @@ class Leases:
         return time.time() - lease["beat"] < self.lease_s
 
     @contextmanager
-    def held(self, number: int) -> Iterator[None]:
+    def held(self, number: int | str) -> Iterator[None]:
         """Renew the lease of trial ``number`` while the block runs (a daemon thread), then drop it."""
         stop = threading.Event()
 

@@ -1,5 +1,6 @@
 """A tuning worker (``mode=tune_worker``, started by the rl_tune sweeper): takes the study's next trial as soon
-as its last one ends, runs it on the tuning seeds, reports the validations for pruning and tells the result.
+as its last one ends, runs it on the tuning seeds, reports the validations for pruning and tells the result;
+once no trial is left, it takes units of the held-out rerun on the test seeds (rl_core.tune.heldout).
 
 Settings come from ``<sweep dir>/study/settings.json`` (written by the sweeper), so every worker, local or on
 SLURM, requeued or started again, tunes the same study.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from rl_core.markers import PRUNED, write_marker
 from rl_core.signals import TrainingInterrupted
 from rl_core.tracking.report import iqm
 from rl_core.tune.runs import RunsFailed, RunsStopped
-from rl_core.tune.study import Leases, claim, counted, load_study, study_dir
+from rl_core.tune import heldout
+from rl_core.tune.study import BEAT_S, Leases, claim, counted, load_study, study_dir
 
 log = logging.getLogger("tune")
 
@@ -134,8 +137,21 @@ def run_worker(cfg: DictConfig) -> int:
                 raise RunsFailed(f"{failed} trials of the study failed; stopping (their runs' logs are in "
                                  f"{sweep_dir / 'trials'})")
             picked = claim(study, leases, int(settings["n_trials"]), space)
-            if picked is None:
-                break
+            if picked is None:  # no trial left to start: the held-out rerun's units, once the plan allows
+                unit = heldout.claim_unit(study, settings, leases, sweep_dir)
+                if unit is None:
+                    break
+                if unit == heldout.WAIT:  # trials still running elsewhere: one may be lost and need a rerun
+                    time.sleep(BEAT_S)
+                    continue
+                log.info("worker %s: held-out rerun of trial %d (%s) on test seeds %s", worker, unit["trial"],
+                         unit["label"], unit["seeds"])
+                try:
+                    with leases.held(unit["key"]):
+                        heldout.run_unit(runner, unit, settings, sweep_dir)
+                except RunsStopped:
+                    break
+                continue
             number, params, rerun = picked
             log.info("worker %s: trial %d%s %s", worker, number, " (rerun, resuming its runs)" if rerun else "", params)
             try:
@@ -148,6 +164,7 @@ def run_worker(cfg: DictConfig) -> int:
             signal.signal(s, h)
     if stopped:
         raise TrainingInterrupted(f"tuning worker {worker} stopped by {signal.Signals(stopped['signum']).name}; "
-                                  "its trial is rerun from its checkpoints when the sweep runs again",
+                                  "its trial is rerun from its runs' checkpoints by the next worker that looks (requeued, or the "
+                                  "sweep run again)",
                                   stopped["signum"], 0, previous.get(stopped["signum"]))
     return counted(study)
