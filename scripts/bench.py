@@ -36,6 +36,8 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
   job: queue-to-report wall time and core utilisation (``scripts/packing.py``; needs root, as the cluster does).
 * ``tune``: 1,000 trials from 8 workers on one journal file (none lost or told twice), and 2 tuning workers'
   busy share on a study of uneven (pruned) trials (``scripts/tune_bench.py``).
+* ``tune_study`` (only when named: hours): the ``ppo_lunar`` study from the reference config, its held-out
+  rerun on 16 test seeds and the env-step ledger against its targets (``--tune-trials``, ``--tune-overrides``).
 """
 
 from __future__ import annotations
@@ -335,7 +337,8 @@ def plot_solve(curves: dict[str, list[list[tuple[float, float]]]], png: Path) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections of {SECTIONS}, or tune_study (hours: only when named)")
     parser.add_argument("--quick", action="store_true", help="160k-step default run, 1 seed for time-to-solve")
     parser.add_argument("--seeds", default="1,2,3", help="time-to-solve training seeds")
     parser.add_argument("--configs", default=",".join(SOLVE_CONFIGS), help="time-to-solve configs, comma-separated")
@@ -350,6 +353,9 @@ def main() -> None:
     parser.add_argument("--offpolicy-overrides", default="",
                         help="offpolicy scores: overrides added to every run, space-separated (e.g. machine.torch_threads=1 "
                              "to score two lanes side by side; the speed part always runs the preset as it is)")
+    parser.add_argument("--tune-trials", type=int, default=None,
+                        help="tune_study section: trials (default: the ppo_lunar preset's 48)")
+    parser.add_argument("--tune-overrides", default="", help="tune_study section: overrides added to the study command")
     parser.add_argument("--out", default=str(ROOT / "bench_results"))
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -530,6 +536,10 @@ def main() -> None:
     if "tune" in only:
         results["tune"] = tune_bench.measure()
         print("tune:", results["tune"], flush=True)
+    if "tune_study" in only:
+        fast = results.get("time_to_solve", {}).get("fast + envpool")
+        results["tune_study"] = tune_bench.study(out, args.tune_trials, args.tune_overrides.split(), fast)
+        print("tune_study:", results["tune_study"], flush=True)
 
     if "offpolicy" in only:
         names = [n for n in args.offpolicy_presets.split(",") if n]
@@ -624,6 +634,8 @@ def markdown(r: dict) -> str:
         out += packing.markdown(r["packing"])
     if r.get("tune"):
         out += tune_bench.markdown(r["tune"])
+    if r.get("tune_study"):
+        out += tune_bench.study_markdown(r["tune_study"])
     if r.get("distributed"):
         d = r["distributed"]
         out += ("\nOne experiment on ranks (fast preset schedule, 16 samplers in all):\n\n| layout | training steps/s |"

@@ -201,7 +201,7 @@ def markdown(rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
              f"the start), with its 95% bootstrap interval." + ("" if rows[0]["final"] else
                                                                " **The plan is not final: trials are still running.**"),
              "", "| config | trial | runs | IQM [95% CI] | mean |"
-             + (f" ≥ {solved:g} [95% CI] | median robust env steps / s |" if solved is not None else "")
+             + (f" ≥ {solved:g} [95% CI] | median robust solve, env steps / train s |" if solved is not None else "")
              + " P(improvement) | params |",
              "|---|---|---|---|---|" + ("---|---|" if solved is not None else "") + "---|---|"]
     for r in rows:
