@@ -4,6 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Rebuilt when the project's dependencies change.
 DEPS   := pyproject.toml constraints.txt
+# test workers (pytest-xdist): the end-to-end tests wait on subprocesses, SLURM and timers, so 3 fill 2 cores (the
+# in-process fast tier: 2); a file's tests share a worker (the SLURM tests one cluster). 0: one by one, in-process.
+TEST_WORKERS ?= 3
+FAST_WORKERS ?= 2
+xdist   = $(if $(filter 0,$(1)),,-n $(1) --dist loadfile)
 
 .PHONY: run test test-fast bench smoke clean help
 help:
@@ -38,10 +43,10 @@ smoke: $(VENV)/.ok-base
 # MuJoCo's test videos render through Mesa's EGL: installed when missing (as root; scripts/gl_libs.sh)
 test: $(VENV)/.ok-dev
 	@bash scripts/gl_libs.sh
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(call xdist,$(TEST_WORKERS)) $(ARGS)
 
 test-fast: $(VENV)/.ok-dev
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest $(call xdist,$(FAST_WORKERS)) -m "not slow" $(ARGS)
 
 bench: $(VENV)/.ok-bench
 	$(PY) scripts/bench.py $(ARGS)

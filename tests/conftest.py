@@ -129,3 +129,15 @@ def stop_after_first_checkpoint(*args: str, run_dir: Path, env: dict | None = No
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+
+# make test runs the files on xdist workers (--dist loadfile: a file's tests on one worker, so the SLURM tests share
+# one cluster); the longest files first, so no long one starts last (test-suite times: docs/performance.md)
+LONGEST_FIRST = ("test_slurm.py", "test_distributed.py", "test_tune.py", "test_offpolicy_runs.py", "test_sweep.py",
+                 "test_train.py", "test_wandb.py", "test_packing.py", "test_suite.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    order = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))

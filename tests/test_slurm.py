@@ -23,7 +23,7 @@ import torch
 from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env, run_launch
 from tests.test_sweep import SWEEP_TINY
 
-pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
+pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast (its tests share one worker: --dist loadfile)
 
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 
@@ -142,16 +142,6 @@ def test_a_failing_job_is_reported_and_the_launcher_exits_nonzero(slurm, tmp_pat
     assert _slurm_states(sweep)["1"] == "FAILED"
     md = (sweep / "report.md").read_text()
     assert "| 1 | failed |" in md and "| `machine.num_samplers=4` | 1/1 |" in md
-
-
-def test_submitit_local_runs_the_same_sweep(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_launch("--multirun", "hydra/launcher=submitit_local", *SWEEP_TINY, "seed=1,2",
-                      f"hydra.sweep.dir={sweep}", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for job in ("0", "1"):
-        assert json.loads((sweep / job / "DONE").read_text())["total_steps"] == 2000
-    assert "| `(all jobs)` | 2/2 |" in (sweep / "report.md").read_text()
 
 
 @pytest.mark.parametrize("nodes,tasks_per_node", [(1, 2), (2, 1)], ids=["one-node", "two-nodes"])

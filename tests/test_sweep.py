@@ -9,7 +9,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env
+from tests.conftest import ROOT, WANDB_OFFLINE_ENV, launch_env, run_launch
 from tests.wandb_records import read_offline_run
 
 pytestmark = pytest.mark.slow  # end-to-end: make test, not make test-fast
@@ -102,4 +102,15 @@ def test_an_interrupted_sweep_resumes_finished_jobs_skipped_and_numbering_kept(t
     assert (sweep / "0" / "valid.json").read_text() == valid_0  # the finished job was not run again
     assert _done_steps(sweep / "1") == 20000
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
+    assert "| `(all jobs)` | 2/2 |" in (sweep / "report.md").read_text()
+
+
+def test_submitit_local_runs_the_same_sweep(tmp_path):
+    """submitit's local executor (no cluster): the same sweep, the same report."""
+    sweep = tmp_path / "sweep"
+    proc = run_launch("--multirun", "hydra/launcher=submitit_local", *SWEEP_TINY, "seed=1,2",
+                      f"hydra.sweep.dir={sweep}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "DONE").read_text())["total_steps"] == 2000
     assert "| `(all jobs)` | 2/2 |" in (sweep / "report.md").read_text()

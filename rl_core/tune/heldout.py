@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from rl_core.tracking.report import bootstrap_ci, iqm, wilson
 from rl_core.tune.runs import RunsFailed
+from rl_core.tune.space import overrides_of
 from rl_core.tune.study import COUNTED, Leases, study_dir
 
 ON = {"heldout": "the held-out episodes", "valid": "its validation episodes (it played no held-out ones)"}
@@ -125,9 +126,7 @@ def score(entries: list[dict[str, Any]], solved: float | None) -> dict[str, Any]
 
 def run_unit(runner: Any, unit: dict[str, Any], settings: dict[str, Any], sweep_dir: Path) -> None:
     """Train the unit's test seeds (resuming runs a kill left) and write its result; a failed run is recorded."""
-    from rl_core.tune.worker import override_value
-
-    overrides = [f"{k}={override_value(v)}" for k, v in unit["params"].items()] + list(settings.get("test_overrides", []))
+    overrides = overrides_of(unit["params"]) + list(settings.get("test_overrides", []))
     out = Path(sweep_dir) / "test" / f"{unit['trial']:04d}"
     try:
         curves = runner.run(out, overrides, unit["seeds"], lambda curves: False)

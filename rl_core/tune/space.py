@@ -93,3 +93,8 @@ def start_values(space: dict[str, optuna.distributions.BaseDistribution], cfg: D
             raise ConfigError(f"{key} (search space): {where} sets it to {values[key]!r}, outside {params[key]}; a "
                               "warm-start trial must lie in the search space (widen it, or override the value)")
     return values
+
+
+def overrides_of(params: dict[str, Any]) -> list[str]:
+    """A trial's parameters as Hydra overrides (floats in full, so a rerun trains the same numbers)."""
+    return [f"{k}={repr(v) if isinstance(v, float) else v}" for k, v in params.items()]

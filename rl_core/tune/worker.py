@@ -25,6 +25,7 @@ from rl_core.markers import PRUNED, write_marker
 from rl_core.signals import TrainingInterrupted
 from rl_core.tracking.report import iqm
 from rl_core.tune.runs import RunsFailed, RunsStopped
+from rl_core.tune.space import overrides_of
 from rl_core.tune import heldout
 from rl_core.tune.study import BEAT_S, Leases, claim, counted, load_study, study_dir
 
@@ -37,11 +38,6 @@ def read_settings(sweep_dir: Path) -> dict[str, Any]:
 
 def trial_dir(sweep_dir: Path, number: int) -> Path:
     return Path(sweep_dir) / "trials" / f"{number:04d}"
-
-
-def override_value(value: Any) -> str:
-    """A parameter's value as a Hydra override writes it (floats in full, so a rerun is the same number)."""
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def common_curve(curves: dict[int, list[dict[str, Any]]]) -> list[tuple[int, list[float]]]:
@@ -88,7 +84,7 @@ def run_trial(study: optuna.Study, settings: dict[str, Any], runner: Any, sweep_
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     reporter = Reporter(optuna.Trial(study, trial_id), settings["pruner"], seeds)
     out = trial_dir(sweep_dir, number)
-    overrides = [f"{k}={override_value(v)}" for k, v in params.items()]
+    overrides = overrides_of(params)
     out.mkdir(parents=True, exist_ok=True)
     (out / "params.json").write_text(json.dumps(params) + "\n")
     try:
