@@ -139,3 +139,6 @@ class TuneSweeper(Sweeper):
                             f"pipeline.save_interval={cfg.pipeline.save_interval} leaves none in {total:,} env steps")
         if s["pruner"] == "wilcoxon" and len(s["seeds"]) < 2:
             raise error("hydra.sweeper.pruner: wilcoxon compares seeds paired across trials: give 2+ seeds")
+        from rl_core.tune.study import make_pruner
+
+        make_pruner(s["pruner"], s)  # what a pruner needs (wilcoxon: scipy), now rather than in a worker

@@ -49,6 +49,10 @@ def make_pruner(name: str, settings: dict[str, Any]) -> optuna.pruners.BasePrune
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
     if name == "wilcoxon":
+        try:
+            import scipy  # noqa: F401 - Optuna imports it only when the pruner first prunes, deep in a worker
+        except ImportError:
+            raise ConfigError("hydra.sweeper.pruner: wilcoxon needs scipy (pip install scipy)") from None
         return optuna.pruners.WilcoxonPruner(p_threshold=float(settings.get("wilcoxon_p", 0.1)),
                                              n_startup_steps=len(settings["seeds"]))
     raise ConfigError(f"hydra.sweeper.pruner: one of none, median, halving, wilcoxon; got {name!r}")
