@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from rl_core.algo.replay import ReplayBuffer
+from rl_core.algo.replay import IndexedReplayBuffer, ReplayBuffer
 from rl_core.checkpoint import CheckpointError, save_checkpoint
 
 
@@ -33,7 +33,8 @@ class ReplayFiles:
             self.segments.append((start, end, name))
         held = end - buffer.capacity  # rows before this are overwritten in the ring: no checkpoint from now needs them
         needed = [s for s in self.segments if s[1] > held]
-        return {"added": end, "capacity": buffer.capacity, "segments": [list(s) for s in needed]}
+        return {"added": end, "capacity": buffer.capacity, "indexed": isinstance(buffer, IndexedReplayBuffer),
+                "segments": [list(s) for s in needed]}
 
     def load(self, buffer: ReplayBuffer, entry: dict[str, Any], source: Path) -> None:
         """Refill ``buffer`` from the segments a checkpoint names; later segments (of a save that was
@@ -41,6 +42,10 @@ class ReplayFiles:
         if entry["capacity"] != buffer.capacity:
             raise CheckpointError(f"{source} holds a replay buffer of {entry['capacity']:,} transitions, this run "
                                   f"has algo.buffer_size={buffer.capacity:,}: resume with the size it trained with")
+        indexed = isinstance(buffer, IndexedReplayBuffer)
+        if entry.get("indexed", False) != indexed:
+            raise CheckpointError(f"{source} holds a replay buffer saved with algo.optimize_memory_usage="
+                                  f"{str(not indexed).lower()}: resume with the setting it trained with")
         for start, end, name in entry["segments"]:
             path = self.dir / name
             try:

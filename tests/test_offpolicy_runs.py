@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl_core.algo.replay import ReplayBuffer
+from rl_core.algo.replay import IndexedReplayBuffer, ReplayBuffer
 from rl_core.replay_files import ReplayFiles
 from tests.conftest import kill_at_checkpoint, stop_after_first_checkpoint
 
@@ -22,19 +22,22 @@ TINY = ["env=pendulum", "machine.num_samplers=2", "model.hidden_sizes=[32,32]", 
 
 def _buffer(run, ckpt):
     state = torch.load(ckpt, weights_only=True)
-    buf = ReplayBuffer(state["replay"]["capacity"], 3, 1, torch.device("cpu"))
+    buf = (IndexedReplayBuffer(state["replay"]["capacity"], 3, 1, torch.device("cpu"), 2) if state["replay"]["indexed"]
+           else ReplayBuffer(state["replay"]["capacity"], 3, 1, torch.device("cpu")))
     ReplayFiles(run / "checkpoints").load(buf, state["replay"], ckpt)
     return state, buf
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["sac", "td3"])
-def test_killed_and_resumed_run_ends_bit_identical(launch_here, tmp_path, algo):
+@pytest.mark.parametrize("algo, extra", [("sac", []), ("td3", []), ("sac", ["algo.optimize_memory_usage=true"])],
+                         ids=["sac", "td3", "sac-next-obs-by-index"])
+def test_killed_and_resumed_run_ends_bit_identical(launch_here, tmp_path, algo, extra):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    assert launch_here(f"algo={algo}", *TINY, f"run_dir={whole}").returncode == 0
-    left = kill_at_checkpoint("algo=" + algo, *TINY, f"run_dir={cut}", checkpoint=cut / "checkpoints" / "ckpt_0000000800.pt")
+    assert launch_here(f"algo={algo}", *TINY, *extra, f"run_dir={whole}").returncode == 0
+    left = kill_at_checkpoint("algo=" + algo, *TINY, *extra, f"run_dir={cut}",
+                              checkpoint=cut / "checkpoints" / "ckpt_0000000800.pt")
     assert left[-1] == 800 and not (cut / "DONE").exists()
-    resumed = launch_here(f"algo={algo}", *TINY, f"run_dir={cut}", "resume=true")
+    resumed = launch_here(f"algo={algo}", *TINY, *extra, f"run_dir={cut}", "resume=true")
     assert resumed.returncode == 0 and "at step 800" in resumed.stderr, resumed.stderr[-3000:]
     a, buf_a = _buffer(whole, whole / "checkpoints" / "ckpt_0000001200.pt")
     b, buf_b = _buffer(cut, cut / "checkpoints" / "ckpt_0000001200.pt")
@@ -49,6 +52,10 @@ def test_killed_and_resumed_run_ends_bit_identical(launch_here, tmp_path, algo):
         sa, sb = a["optimizer"][k]["state"], b["optimizer"][k]["state"]
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     assert buf_a.added == 1200 and all(torch.equal(buf_a.data[k], buf_b.data[k]) for k in buf_a.data)
+    if extra:  # next_obs by index: every held transition rebuilt the same, final observations included
+        rows = torch.arange(1200 - 500, 1200 - 2)
+        ta, tb = buf_a.batch(rows), buf_b.batch(rows)
+        assert all(torch.equal(ta[k], tb[k]) for k in ta) and type(buf_a).__name__ == "IndexedReplayBuffer"
     # each checkpoint wrote only its new rows: segments of 400, then of the 400 since (the ring holds 500)
     assert [s[:2] for s in a["replay"]["segments"]] == [[400, 800], [800, 1200]]
     valid = [json.loads(line) for line in (whole / "valid.json").read_text().splitlines()]

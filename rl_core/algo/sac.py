@@ -30,8 +30,9 @@ class SAC(OffPolicy):
     def __init__(self, buffer_size: int = 1_000_000, batch_size: int = 256, learning_starts: int = 10_000,
                  train_freq: int = 1, gradient_steps: int = 1, gamma: float = 0.99, tau: float = 0.005,
                  critic_lr: float | None = None, init_alpha: float = 1.0, autotune: bool = True,
-                 target_entropy: float | None = None) -> None:
-        super().__init__(buffer_size, batch_size, learning_starts, train_freq, gradient_steps, gamma, tau, critic_lr)
+                 target_entropy: float | None = None, optimize_memory_usage: bool = False) -> None:
+        super().__init__(buffer_size, batch_size, learning_starts, train_freq, gradient_steps, gamma, tau, critic_lr,
+                         optimize_memory_usage)
         if init_alpha <= 0:
             raise ValueError(f"init_alpha: must be > 0, got {init_alpha}")
         self.init_alpha, self.autotune, self.target_entropy = init_alpha, autotune, target_entropy

@@ -27,8 +27,9 @@ class TD3(OffPolicy):
     def __init__(self, buffer_size: int = 1_000_000, batch_size: int = 256, learning_starts: int = 10_000,
                  train_freq: int = 1, gradient_steps: int = 1, gamma: float = 0.99, tau: float = 0.005,
                  critic_lr: float | None = None, exploration_noise: float = 0.1, target_noise: float = 0.2,
-                 noise_clip: float = 0.5, policy_delay: int = 2) -> None:
-        super().__init__(buffer_size, batch_size, learning_starts, train_freq, gradient_steps, gamma, tau, critic_lr)
+                 noise_clip: float = 0.5, policy_delay: int = 2, optimize_memory_usage: bool = False) -> None:
+        super().__init__(buffer_size, batch_size, learning_starts, train_freq, gradient_steps, gamma, tau, critic_lr,
+                         optimize_memory_usage)
         if min(exploration_noise, target_noise, noise_clip) < 0 or policy_delay < 1:
             raise ValueError("exploration_noise, target_noise, noise_clip: must be >= 0; policy_delay: >= 1")
         self.exploration_noise, self.target_noise = exploration_noise, target_noise

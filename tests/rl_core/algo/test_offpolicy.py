@@ -5,6 +5,7 @@ import math
 from functools import partial
 
 import numpy as np
+import pytest
 import torch
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
@@ -119,3 +120,42 @@ def test_a_segment_file_stores_its_rows_not_the_whole_ring(tmp_path):
     assert {k: v.untyped_storage().nbytes() for k, v in rows.items()} == {
         "obs": 30 * 3 * 4, "actions": 30 * 2 * 4, "rewards": 30 * 4, "terminated": 30 * 4, "next_obs": 30 * 3 * 4}
     assert (tmp_path / segment[2]).stat().st_size < 30 * buf.row_bytes + 4096
+
+
+def _stream(plain, indexed, steps, n, d, gen):
+    """The same env steps into both buffers: random obs, episodes ending at random (short, so the final ring grows)."""
+    obs = torch.randn(n, d, generator=gen)
+    for _ in range(steps):
+        nxt = torch.randn(n, d, generator=gen)
+        ended = torch.rand(n, generator=gen) < 0.3
+        final = torch.where(ended[:, None], torch.randn(n, d, generator=gen), nxt)  # the final obs, not the reset one
+        rows = {"obs": obs, "actions": torch.rand(n, 1, generator=gen), "rewards": torch.randn(n, generator=gen),
+                "terminated": (ended & (torch.rand(n, generator=gen) < 0.5)).float(), "next_obs": final, "ended": ended}
+        plain.add(**rows)
+        indexed.add(**rows)
+        obs = nxt
+
+
+def test_the_indexed_buffer_rebuilds_every_transition_and_resumes_from_its_segments(tmp_path):
+    from rl_core.algo.replay import IndexedReplayBuffer
+    from rl_core.checkpoint import CheckpointError
+
+    n, d, cap, gen = 3, 4, 150, torch.Generator().manual_seed(0)
+    plain, indexed = ReplayBuffer(cap, d, 1, torch.device("cpu")), IndexedReplayBuffer(cap, d, 1, torch.device("cpu"), n)
+    files = ReplayFiles(tmp_path)
+    _stream(plain, indexed, 40, n, d, gen)  # 120 rows: not yet wrapped
+    files.save(indexed)
+    _stream(plain, indexed, 50, n, d, gen)  # 270 rows: wrapped, the final ring grown past its 16
+    entry = files.save(indexed)
+    assert indexed.final.shape[0] > 16 and indexed.row_bytes < plain.row_bytes
+    held = torch.arange(indexed.added - cap, indexed.added - n)  # every row whose next row is held
+    got, want = indexed.batch(held), {k: v[held % cap] for k, v in plain.data.items()}
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    fresh = IndexedReplayBuffer(cap, d, 1, torch.device("cpu"), n)
+    ReplayFiles(tmp_path).load(fresh, entry, tmp_path / "ckpt")
+    again = fresh.batch(held)
+    assert fresh.added == 270 and all(torch.equal(again[k], want[k]) for k in want)
+    a, b = indexed.sample(64, torch.Generator().manual_seed(5)), fresh.sample(64, torch.Generator().manual_seed(5))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CheckpointError, match="optimize_memory_usage=true"):
+        ReplayFiles(tmp_path).load(ReplayBuffer(cap, d, 1, torch.device("cpu")), entry, tmp_path / "ckpt")
