@@ -42,7 +42,7 @@ class ReplayBuffer:
         """One env step of ``N`` samplers: each field ``[N, ...]``, on any device."""
         n = rows["rewards"].shape[0]
         slots = self._slots(self.added, n)
-        for k in FIELDS:
+        for k in self.data:
             self.data[k][slots] = rows[k]
         self.added += n
 
@@ -64,7 +64,7 @@ class ReplayBuffer:
         n = rows["rewards"].shape[0]
         skip = max(0, n - self.capacity)
         slots = self._slots(start + skip, n - skip)
-        for k in FIELDS:
+        for k in self.data:
             self.data[k][slots] = rows[k][skip:].to(self.device)
 
 
@@ -110,14 +110,11 @@ class IndexedReplayBuffer(ReplayBuffer):
         """As :meth:`ReplayBuffer.add`, with ``ended`` ``[N]`` (bool, CPU: terminated or truncated) naming the
         rows whose ``next_obs`` is a final observation; the other rows' next_obs is the next row's obs."""
         n = rows["rewards"].shape[0]
-        slots = self._slots(self.added, n)
-        for k in self.data:
-            self.data[k][slots] = rows[k]
         numbers = torch.full((n,), -1, dtype=torch.int64)
         for i in torch.nonzero(rows["ended"]).flatten().tolist():
             numbers[i] = self._keep_final(self.added + i, rows["next_obs"][i], self.added + n - self.capacity)
-        self.final_of[slots] = numbers.to(self.device)
-        self.added += n
+        self.final_of[self._slots(self.added, n)] = numbers.to(self.device)
+        super().add(**rows)
 
     def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The transitions of global rows ``rows`` ``[B]`` (on the buffer's device), next_obs rebuilt."""
@@ -146,11 +143,10 @@ class IndexedReplayBuffer(ReplayBuffer):
         return out
 
     def put_rows(self, start: int, rows: dict[str, torch.Tensor]) -> None:
+        super().put_rows(start, rows)
         n = rows["rewards"].shape[0]
         skip = max(0, n - self.capacity)
         slots = self._slots(start + skip, n - skip)
-        for k in self.data:
-            self.data[k][slots] = rows[k][skip:].to(self.device)
         numbers, finals = torch.full((n,), -1, dtype=torch.int64), iter(rows["final_obs"])
         for i in torch.nonzero(rows["ended"]).flatten().tolist():
             obs = next(finals)

@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from rl_core.markers import PRUNED, write_marker
 from rl_core.signals import TrainingInterrupted
 from rl_core.tracking.report import iqm
+from rl_core.tune import heldout
 from rl_core.tune.runs import RunsFailed, RunsStopped
 from rl_core.tune.space import overrides_of
-from rl_core.tune import heldout
 from rl_core.tune.study import BEAT_S, Leases, claim, counted, load_study, study_dir
 
 log = logging.getLogger("tune")
