@@ -157,6 +157,13 @@ def test_bad_config_in_a_new_process(launch, tmp_path, args, fragments, code):
     assert proc.returncode == code
 
 
+def test_a_buffer_no_longer_than_a_step_is_refused_with_next_obs_by_index(launch_here, tmp_path):
+    proc = launch_here("algo=sac", "env=pendulum", "algo.optimize_memory_usage=true", "machine.num_samplers=4",
+                       "algo.buffer_size=3", f"run_dir={tmp_path / 'run'}")
+    _assert_one_line_error(proc, "algo.buffer_size: must exceed machine.num_samplers (4) with algo.optimize_memory_usage=true")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_resume_keeps_the_runs_sampler_count_whatever_the_command_composes(launch_here, tmp_path):
     """Each sampler's episode stream is in the checkpoint: a resume composed with another machine (the default's
     8 samplers for a run of 4, as resuming a preset run without its preset does) continues with the saved 4."""

@@ -75,6 +75,9 @@ class OffPolicy:
             raise ConfigError(f"machine.compile: compiles PPO's loss; {name} runs eager, set machine.compile=false")
         if machine.sync_frac is not None:
             raise ConfigError(f"machine.sync_frac: the straggler cut-off is PPO's; {name} runs on one rank")
+        if self.optimize_memory_usage and self.buffer_size <= machine.num_samplers:
+            raise ConfigError(f"algo.buffer_size: must exceed machine.num_samplers ({machine.num_samplers}) with "
+                              f"algo.optimize_memory_usage=true (a row's next obs is a step later), got {self.buffer_size}")
         self.model, self.machine, self.device = model, machine, machine.device
         self.buffer = (IndexedReplayBuffer(self.buffer_size, model.obs_dim, model.action_dim, self.device,
                                            machine.num_samplers) if self.optimize_memory_usage else
