@@ -56,6 +56,16 @@ class MemorylessActorCritic(nn.Module):
         normalize_obs: normalise observations with running statistics (:class:`ObsNormalizer`), saved in
             the model's state and so in every checkpoint; the trainer updates them once per rollout.
         obs_clip: clip normalised observations to ±this.
+        use_sde: generalised state-dependent exploration (gSDE, Raffin et al. 2021; SB3's ``use_sde``): the
+            action noise is ``z(s) · M``, with ``z(s)`` the actor's last hidden layer ``[L]`` (detached) and
+            ``M ~ Normal(0, σ) [L, A]`` one matrix per sampler, held for ``sde_sample_freq`` steps, so that
+            nearby states get the same push. ``σ`` ``[L, A]`` starts at ``action_std`` (learned when
+            ``learn_std``); an action's Normal has std ``sqrt(z(s)² · σ² + 1e-6)`` per dimension.
+        sde_sample_freq: with ``use_sde``, draw new matrices every this many rollout steps; -1: once per
+            rollout (SB3's default).
+
+    With ``use_sde`` the first output of :meth:`forward` is the distribution's parameters ``[B, A + L]``
+    (mean, then ``z(s)``); :meth:`mode` reads the mean out of it. Without, it is the mean ``[B, A]``.
     """
 
     def __init__(
@@ -71,6 +81,8 @@ class MemorylessActorCritic(nn.Module):
         squash_mean: bool = True,
         normalize_obs: bool = False,
         obs_clip: float = 10.0,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
     ) -> None:
         super().__init__()
         if not hidden_sizes or any(h < 1 for h in hidden_sizes):
@@ -85,7 +97,11 @@ class MemorylessActorCritic(nn.Module):
             raise ValueError(f"obs_clip: must be > 0, got {obs_clip}")
         if init not in INITS:
             raise ValueError(f"init: must be one of {INITS}, got {init!r}")
+        if sde_sample_freq == 0 or sde_sample_freq < -1:
+            raise ValueError(f"sde_sample_freq: must be -1 (once per rollout) or >= 1 steps, got {sde_sample_freq}")
         self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.use_sde, self.sde_sample_freq = use_sde, sde_sample_freq
+        self.latent_dim = hidden_sizes[-1] if use_sde else 0
         self.obs_norm = ObsNormalizer(obs_dim, obs_clip) if normalize_obs else None
         self.actor = mlp(obs_dim, hidden_sizes, action_dim, activation)
         self.critic = mlp(obs_dim, hidden_sizes, 1, activation)
@@ -96,7 +112,7 @@ class MemorylessActorCritic(nn.Module):
         self._actor_linears = tuple(m for m in self.actor if isinstance(m, nn.Linear))
         self._critic_linears = tuple(m for m in self.critic if isinstance(m, nn.Linear))
         self.joint = log_prob == "joint"
-        log_std = torch.full((action_dim,), math.log(action_std))
+        log_std = torch.full((self.latent_dim, action_dim) if use_sde else (action_dim,), math.log(action_std))
         if learn_std:
             self.log_std = nn.Parameter(log_std)
         else:
@@ -107,31 +123,82 @@ class MemorylessActorCritic(nn.Module):
         """``K``: entries of :meth:`log_prob` per step (``A`` per-dim, 1 joint)."""
         return 1 if self.joint else self.action_dim
 
+    @property
+    def dist_dim(self) -> int:
+        """``P``: size of the distribution's parameters per step, :meth:`forward`'s first output (``A``, or
+        ``A + L`` with gSDE)."""
+        return self.action_dim + self.latent_dim
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs ``[B, D]`` → (action mean ``[B, A]``, in [-1, 1] when squashed; value ``[B]``)."""
+        """obs ``[B, D]`` → (distribution parameters ``[B, P]``: the action mean, in [-1, 1] when squashed,
+        then with gSDE the latent ``z(s)``; value ``[B]``)."""
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        return (run_mlp(self._actor_linears, obs, out_tanh=self.squash_mean, relu=self.relu),
-                run_mlp(self._critic_linears, obs, relu=self.relu).squeeze(-1))
+        value = run_mlp(self._critic_linears, obs, relu=self.relu).squeeze(-1)
+        if not self.use_sde:
+            return run_mlp(self._actor_linears, obs, out_tanh=self.squash_mean, relu=self.relu), value
+        hidden, last = self._actor_linears[:-1], self._actor_linears[-1]
+        latent = run_mlp(hidden, obs, out_tanh=not self.relu, relu=self.relu)  # tanh (or ReLU below) on z(s)
+        latent = latent.relu() if self.relu else latent
+        mean = torch.nn.functional.linear(latent, last.weight, last.bias)
+        return torch.cat([torch.tanh(mean) if self.squash_mean else mean, latent], dim=-1), value
 
-    def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+    def mode(self, dist: torch.Tensor) -> torch.Tensor:
+        """The deterministic action ``[B, A]`` (the mean) of distribution parameters ``[B, P]``."""
+        return dist[..., :self.action_dim] if self.use_sde else dist
+
+    def std(self, dist: torch.Tensor) -> torch.Tensor:
+        """The Normal's std per action dimension ``[B, A]``; with gSDE ``sqrt(z² · σ² + 1e-6)``, the latent
+        detached (SB3's ``learn_features=False``): σ learns from it, the actor's features from the mean."""
+        if not self.use_sde:
+            return self.log_std.exp().expand_as(dist)
+        latent = dist[..., self.action_dim:].detach()
+        return torch.sqrt(latent.pow(2) @ torch.exp(2 * self.log_std) + 1e-6)
+
+    def rollout_noise(self, num_steps: int, num_samplers: int) -> tuple[tuple[int, ...], int]:
+        """The standard-normal draws a rollout of ``T`` steps × ``N`` samplers takes, and every how many steps
+        it moves to the next row: ``([T, N, A], 1)``, or with gSDE ``([R, N, L, A], k)``, one matrix per sampler
+        held for ``k`` steps (``R = ceil(T / k)``)."""
+        if not self.use_sde:
+            return (num_steps, num_samplers, self.action_dim), 1
+        every = num_steps if self.sde_sample_freq < 0 else self.sde_sample_freq
+        return (-(-num_steps // every), num_samplers, self.latent_dim, self.action_dim), every
+
+    def sample(self, dist: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                out: torch.Tensor | None = None) -> torch.Tensor:
-        """Draw actions ``[B, A]`` from Normal(mean, std); unclipped (the env's ``action_handling`` clips).
+        """Draw actions ``[B, A]`` from distribution parameters ``[B, P]``; unclipped (the env's
+        ``action_handling`` clips).
 
-        ``noise``: standard-normal draws ``[B, A]`` to use instead of drawing from ``generator``;
+        ``noise``: standard-normal draws, ``[B, A]`` (``[B, L, A]``: the gSDE matrices) to use instead of
+        drawing from ``generator`` (which for gSDE draws new matrices for this one step);
         ``out``: a tensor to write the actions into.
         """
+        if not self.use_sde:
+            if noise is None:
+                noise = torch.randn(dist.shape, generator=generator, device=dist.device, dtype=dist.dtype)
+            return torch.addcmul(dist, self.log_std.exp(), noise, out=out)
+        mean, latent = dist[..., :self.action_dim], dist[..., self.action_dim:]
         if noise is None:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return torch.addcmul(mean, self.log_std.exp(), noise, out=out)
+            noise = torch.randn((dist.shape[0], self.latent_dim, self.action_dim), generator=generator,
+                                device=dist.device, dtype=dist.dtype)
+        push = torch.bmm(latent.unsqueeze(1), noise * self.log_std.exp()).squeeze(1)  # z(s) · M, [B, A]
+        return torch.add(mean, push, out=out)
 
-    def log_prob(self, mean: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Log-density of ``actions`` ``[B, A]``: ``[B, K]`` (per dimension, or summed when joint)."""
-        log_std = self.log_std.expand_as(mean)
-        lp = -((actions - mean) ** 2) / (2 * torch.exp(2 * log_std)) - log_std - 0.5 * math.log(2 * math.pi)
+    def log_prob(self, dist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of ``actions`` ``[B, A]`` under distribution parameters ``[B, P]``: ``[B, K]`` (per
+        dimension, or summed when joint)."""
+        if self.use_sde:
+            mean, std = self.mode(dist), self.std(dist)
+            lp = -((actions - mean) ** 2) / (2 * std * std) - std.log() - 0.5 * math.log(2 * math.pi)
+            return lp.sum(-1, keepdim=True) if self.joint else lp
+        log_std = self.log_std.expand_as(dist)
+        lp = -((actions - dist) ** 2) / (2 * torch.exp(2 * log_std)) - log_std - 0.5 * math.log(2 * math.pi)
         return lp.sum(-1, keepdim=True) if self.joint else lp
 
-    def entropy(self, mean: torch.Tensor) -> torch.Tensor:
+    def entropy(self, dist: torch.Tensor) -> torch.Tensor:
         """Entropy ``[B, K]``: ½·ln(2πe·σ²) per dimension (≈ 0.7258 nats for σ = 0.5), summed when joint."""
-        ent = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).expand_as(mean)
+        if self.use_sde:
+            ent = 0.5 + 0.5 * math.log(2 * math.pi) + self.std(dist).log()
+        else:
+            ent = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).expand_as(dist)
         return ent.sum(-1, keepdim=True) if self.joint else ent

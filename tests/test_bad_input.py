@@ -51,6 +51,7 @@ def _assert_one_line_error(proc, *fragments):
     (["+env.env_kwargs.gravity_x=1"], ["env.env_kwargs: LunarLanderContinuous-v3:", "gravity_x"]),
     (["model.activation=gelu"], ["model.activation: must be one of ('tanh', 'relu'), got 'gelu'"]),
     (["model.obs_clip=0"], ["model.obs_clip: must be > 0, got 0"]),
+    (["model.use_sde=true", "model.sde_sample_freq=0"], ["model.sde_sample_freq: must be -1 (once per rollout) or >= 1"]),
     (["pipeline.minibatch_size=0"], ["pipeline.minibatch_size: must be >= 1, got 0 (stages[0])"]),
     (["pipeline.minibatch_size=401"], ["pipeline.stages[0]: minibatch_size=401 exceeds the rollout's num_steps x "
                                        "machine.num_samplers = 400 transitions"]),

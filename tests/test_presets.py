@@ -60,3 +60,29 @@ def test_heldout_checks_play_the_first_checkpoint_reaching_solved_reward_and_the
     # -10000: every validation reaches it, only the first (400) plays; 10000: none does; the last always
     assert [v["training_steps"] for v in valid if "heldout" in v] == played
     assert all(v["heldout"]["num_tasks_evaled"] == 4 for v in valid if "heldout" in v)
+
+
+def test_gsde_resumes_bit_identically_after_a_sigkill(tmp_path):
+    """mountain_car_ppo with gSDE (8-step rollouts, new noise matrices each): killed at its first checkpoint and
+    resumed, it ends with the weights, the learned noise scales σ [L, A] and the normalisers of the run that was
+    never stopped."""
+    import torch
+
+    from tests.conftest import kill_at_checkpoint, run_launch
+
+    args = ["env=mountain_car_continuous", "experiment=mountain_car_ppo", "model.use_sde=true",
+            "pipeline.stages.0.max_stage_steps=512", "pipeline.save_interval=128",
+            "pipeline.metric_accumulate_interval=128", "env.valid_episodes_per_sampler=1",
+            "pipeline.heldout_checks=false", "+env.env_kwargs.max_episode_steps=100",
+            "pipeline.stop_at_valid_reward=null"]
+    whole = run_launch(*args, f"run_dir={tmp_path / 'whole'}")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    saved = kill_at_checkpoint(*args, f"run_dir={run}", checkpoint=run / "checkpoints" / "ckpt_0000000128.pt")
+    assert saved and saved[-1] < 512, saved
+    resumed = run_launch(*args, f"run_dir={run}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (torch.load(d / "checkpoints" / "ckpt_0000000512.pt", weights_only=True)["model"]
+            for d in (tmp_path / "whole", run))
+    assert a["log_std"].shape == (64, 1) and not torch.equal(a["log_std"], torch.full((64, 1), a["log_std"][0, 0]))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

@@ -108,9 +108,9 @@ class PPOLoss:
         The ratio has ``K`` entries per step (one per action dimension, or one when the model's
         log-prob is joint); each is clipped and the action loss is the mean over ``B × K``.
         """
-        mean, values = model(batch["obs"])
-        log_probs = model.log_prob(mean, batch["actions"])  # [B, K]
-        entropy = model.entropy(mean).mean()
+        dist, values = model(batch["obs"])  # dist: the mean [B, A] (gSDE: [B, A + L], the mean and z(s))
+        log_probs = model.log_prob(dist, batch["actions"])  # [B, K]
+        entropy = model.entropy(dist).mean()
         adv = batch["advantages"].unsqueeze(-1)  # [B, 1], broadcast over K
         ratio = torch.exp(log_probs - batch["old_log_probs"])
         clipped = ratio.clamp(1.0 - self.clip_param, 1.0 + self.clip_param)
@@ -185,7 +185,7 @@ def ppo_update(model: nn.Module, loss: LossFn, optimizer: torch.optim.Optimizer,
 def collect_rollout(model: nn.Module, samplers: Any, storage: RolloutStorage, generator: torch.Generator,
                     bootstrap_truncation: bool, episodes: list[dict[str, Any]], ranks: Any,
                     cutoff: Any = None) -> RolloutStorage:
-    """Fill ``storage`` with ``T`` steps of all samplers, acting with Normal(mean, std) samples; returns
+    """Fill ``storage`` with ``T`` steps of all samplers, acting with the model's samples; returns
     it, or with ``cutoff`` the first ``T' ≤ T`` steps when the straggler cut-off ended the rollout early.
     Finished episodes' metrics are appended to ``episodes``.
 
@@ -196,22 +196,23 @@ def collect_rollout(model: nn.Module, samplers: Any, storage: RolloutStorage, ge
     """
     buf = samplers.buf
     dev = storage.obs.device
+    T, N, _ = storage.actions.shape
+    shape, every = model.rollout_noise(T, N)  # [T, N, A] per step; gSDE: [R, N, L, A] held for `every` steps
     if ranks.active:  # every rank draws the noise of all samplers and takes its own block
-        T, N, A = storage.actions.shape
-        noise = torch.randn((T, N * ranks.world, A), generator=generator, device=dev)
+        noise = torch.randn((shape[0], N * ranks.world, *shape[2:]), generator=generator, device=dev)
         noise = noise[:, ranks.rank * N:(ranks.rank + 1) * N]
     else:
-        noise = torch.randn(storage.actions.shape, generator=generator, device=dev)
+        noise = torch.randn(shape, generator=generator, device=dev)
     host = dev.type == "cpu"
     if host:
         rewards, terminated, truncated, obs_np = (x.numpy() for x in (storage.rewards, storage.terminated,
                                                                     storage.truncated, storage.obs))
     steps = storage.num_steps
     for t in range(storage.num_steps):
-        mean, value = model(storage.obs[t])
-        storage.means[t] = mean
+        dist, value = model(storage.obs[t])
+        storage.means[t] = dist
         storage.values[t] = value
-        action = model.sample(mean, noise=noise[t], out=storage.actions[t])
+        action = model.sample(dist, noise=noise[t // every], out=storage.actions[t])
         episodes += samplers.step(action.numpy() if host else action.cpu().numpy())
         if host:
             rewards[t], terminated[t], truncated[t] = buf.reward, buf.terminated, buf.truncated
@@ -300,7 +301,7 @@ class PPO:
         m = self.machine
         if self.storage is None or self.storage.num_steps != s.num_steps:
             self.storage = RolloutStorage(s.num_steps, m.num_samplers, self.obs.shape[-1], self.model.action_dim,
-                                          self.model.log_prob_dims, self.device)
+                                          self.model.log_prob_dims, self.device, self.model.dist_dim)
             self.storage.obs[0] = self.obs
         torch.set_num_threads(1)  # tiny batched inference; more threads only spin
         if self.cutoff is not None:

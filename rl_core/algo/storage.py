@@ -12,20 +12,21 @@ import torch
 class RolloutStorage:
     """Tensors of one rollout (``D`` obs dims, ``A`` action dims, ``K`` log-prob entries per step).
 
-    obs ``[T+1, N, D]`` (obs[T] is the first of the next rollout), actions and their Normal's
-    means ``[T, N, A]``, log_probs ``[T, N, K]``, values ``[T+1, N]``, rewards / terminated / truncated /
-    final_values ``[T, N]``; returns ``[T, N]`` after :meth:`set_returns`.
+    obs ``[T+1, N, D]`` (obs[T] is the first of the next rollout), actions ``[T, N, A]``, their
+    distribution's parameters ``means`` ``[T, N, P]`` (``P = A``: the Normal's means; gSDE: ``A + L``),
+    log_probs ``[T, N, K]``, values ``[T+1, N]``, rewards / terminated / truncated / final_values ``[T, N]``;
+    returns ``[T, N]`` after :meth:`set_returns`.
     """
 
     def __init__(self, num_steps: int, num_samplers: int, obs_dim: int, action_dim: int,
-                 log_prob_dims: int, device: torch.device) -> None:
+                 log_prob_dims: int, device: torch.device, dist_dim: int | None = None) -> None:
         T, N = num_steps, num_samplers
         self.num_steps, self.num_samplers = T, N
         self.full_steps = T  # a prefix() view keeps the length of the whole rollout
         z = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
         self.obs = z(T + 1, N, obs_dim)
         self.actions = z(T, N, action_dim)
-        self.means = z(T, N, action_dim)
+        self.means = z(T, N, dist_dim or action_dim)
         self.log_probs = z(T, N, log_prob_dims)
         self.values = z(T + 1, N)
         self.rewards = z(T, N)

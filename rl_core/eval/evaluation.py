@@ -39,8 +39,8 @@ def play_tasks(model: torch.nn.Module, factory: GymTaskFactory, tasks: list[tupl
                 film.add([s.render() for s in samplers[:n_film]])
             while any(d is None for d in done):
                 live = [i for i, d in enumerate(done) if d is None]
-                mean, _ = model(torch.from_numpy(np.stack([obs[i] for i in live])).to(device))
-                actions = (mean if deterministic else model.sample(mean, generator)).cpu().numpy()
+                dist, _ = model(torch.from_numpy(np.stack([obs[i] for i in live])).to(device))
+                actions = (model.mode(dist) if deterministic else model.sample(dist, generator)).cpu().numpy()
                 for j, i in enumerate(live):
                     obs[i], _, _, _, metrics = samplers[i].step(actions[j])
                     if metrics is not None:

@@ -153,3 +153,45 @@ def test_orthogonal_init_gains_and_zero_biases():
     critic_out = model.critic[4].weight
     assert torch.allclose(critic_out @ critic_out.T, torch.eye(1), atol=1e-5)
     assert all(torch.count_nonzero(m.bias) == 0 for m in (*model.actor, *model.critic) if isinstance(m, torch.nn.Linear))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_gsde_actions_log_probs_and_entropy_are_the_state_dependent_normal(activation):
+    """gSDE by hand: z(s) = the actor's last hidden layer (plain module calls), action = mean + z(s)·(σ ⊙ M),
+    the Normal's std sqrt(z(s)²·σ² + 1e-6); σ learns from the log-prob, the features only from the mean."""
+    torch.manual_seed(0)
+    model = MemorylessActorCritic(5, 3, hidden_sizes=(16, 8), activation=activation, squash_mean=False,
+                                  learn_std=True, log_prob="joint", use_sde=True, action_std=0.3)
+    assert model.log_std.shape == (8, 3) and model.dist_dim == 3 + 8
+    obs = torch.randn(6, 5)
+    dist, value = model(obs)
+    latent = model.actor[:-1](obs)  # Linear, act, Linear, act
+    assert torch.allclose(dist[:, 3:], latent, atol=1e-6)
+    assert torch.allclose(model.mode(dist), model.actor(obs), atol=1e-6)
+    assert torch.allclose(value, model.critic(obs).squeeze(-1), atol=1e-6)
+
+    noise = torch.randn(6, 8, 3)
+    with torch.no_grad():
+        actions = model.sample(dist, noise=noise)
+    by_hand = torch.stack([model.actor(obs)[b] + latent[b] @ (0.3 * noise[b]) for b in range(6)]).detach()
+    assert torch.allclose(actions, by_hand, atol=1e-5)
+
+    std = torch.sqrt(latent.detach() ** 2 @ torch.full((8, 3), 0.09) + 1e-6)
+    normal = torch.distributions.Normal(model.actor(obs), std)
+    assert torch.allclose(model.log_prob(dist, actions), normal.log_prob(actions).sum(-1, keepdim=True), atol=1e-5)
+    assert torch.allclose(model.entropy(dist), normal.entropy().sum(-1, keepdim=True), atol=1e-5)
+
+    model.log_prob(dist, actions).sum().backward()
+    mine = [p.grad.clone() for p in (model.log_std, model.actor[0].weight)]
+    model.zero_grad()
+    normal_again = torch.distributions.Normal(model.actor(obs), torch.sqrt(
+        model.actor[:-1](obs).detach() ** 2 @ torch.exp(2 * model.log_std) + 1e-6))
+    normal_again.log_prob(actions).sum().backward()
+    assert mine[0].abs().sum() > 0
+    for got, ref in zip(mine, (model.log_std.grad, model.actor[0].weight.grad)):
+        assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_gsde_settings_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="sde_sample_freq"):
+        MemorylessActorCritic(5, 3, use_sde=True, sde_sample_freq=0)

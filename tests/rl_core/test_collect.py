@@ -51,3 +51,26 @@ def test_collected_rollout_matches_the_policy_and_a_replay_of_the_envs(tmp_path)
     assert ended and len(ended) == len(episodes) == int(storage.terminated.sum() + storage.truncated.sum())
     # a time limit is bootstrapped only where one happened
     assert torch.equal(storage.final_values != 0, storage.truncated.bool())
+
+
+def test_gsde_noise_matrices_are_held_for_sde_sample_freq_steps_per_sampler():
+    """With gSDE the rollout draws one [L, A] matrix per sampler every k steps, from the run's generator in one
+    call: action - mean = z(s_t) · (σ ⊙ M[t // k, n]) at every step."""
+    torch.manual_seed(0)
+    steps, k = 12, 5
+    factory = GymTaskFactory()
+    model = MemorylessActorCritic(8, 2, hidden_sizes=(16, 4), use_sde=True, sde_sample_freq=k, action_std=0.2)
+    pipeline = TrainingPipeline([PipelineStage(max_stage_steps=steps * N)], partial(torch.optim.Adam, lr=1e-3),
+                                num_steps=steps)
+    algo = PPO()
+    algo.bind(model, pipeline, Machine(num_samplers=N), Ranks(), SEED)
+    with factory.train_samplers(N, 0, SEED) as samplers:
+        algo.start(samplers.reset(), rollouts=0)
+        algo.collect(samplers, 0, [])
+    storage = algo.rollout
+    matrices = torch.randn((3, N, 4, 2), generator=torch.Generator().manual_seed(SEED))  # ceil(12 / 5) = 3
+    mean, latent = storage.means[..., :2], storage.means[..., 2:]
+    for t in range(steps):
+        push = torch.einsum("nl,nla->na", latent[t], 0.2 * matrices[t // k])
+        assert torch.allclose(storage.actions[t] - mean[t], push, atol=1e-6)
+    assert torch.allclose(storage.log_probs, model.log_prob(storage.means, storage.actions), atol=1e-6)
