@@ -85,6 +85,10 @@ class QActorCritic(nn.Module):
         """Raw obs ``[B, D]`` → (the deterministic action ``[B, A]`` in [-1, 1]: tanh(mean); no value)."""
         return self.mean_action(self.normalize(obs)), None
 
+    def mode(self, action: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward`'s first output is already the deterministic action ``[B, A]`` (evaluation's call)."""
+        return action
+
     def mean_action(self, obs_n: torch.Tensor) -> torch.Tensor:
         """Normalised obs ``[B, D]`` → tanh(mean) ``[B, A]`` (the deterministic actor's output)."""
         return torch.tanh(self.actor(obs_n)[..., :self.action_dim])
