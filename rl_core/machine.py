@@ -20,6 +20,10 @@ class Machine:
         compile: run the update's forward, loss and backward through ``torch.compile`` (fused C++
             kernels; needs a C++ compiler, falls back to eager with a warning). Faster gradient steps on
             smaller batches for seconds of compiling at start-up (figures: docs/performance.md).
+        fused_update: PPO's loss and gradients written out by hand for the Gaussian MLP actor-critic
+            (``rl_core/algo/fused_ppo.py``) instead of autograd: a third of the ops, for the small
+            minibatches where each op's dispatch costs more than its arithmetic. Equal to autograd's
+            gradients up to float rounding, so a run draws another curve than without. Not with gSDE.
         start_method: multiprocessing start method for the workers.
         worker_timeout_s: a worker that has not answered one step within this many seconds is reported as
             hung (named, with whether its process is stopped) and the run stops.
@@ -34,7 +38,7 @@ class Machine:
 
     def __init__(self, num_samplers: int = 8, num_workers: int | None = 0, valid_samplers: int = 1,
                  test_samplers: int = 1, devices: list[int] | None = None, torch_threads: int | None = None,
-                 start_method: str = "spawn", compile: bool = False, worker_timeout_s: float = 30.0,
+                 start_method: str = "spawn", compile: bool = False, fused_update: bool = False, worker_timeout_s: float = 30.0,
                  collective_timeout_s: float = 300.0, sync_frac: float | None = None,
                  min_rollout_frac: float = 0.25) -> None:
         for key in ("num_samplers", "valid_samplers", "test_samplers"):
@@ -66,7 +70,10 @@ class Machine:
         self.test_samplers = test_samplers
         self.torch_threads = torch_threads or cores
         self.start_method = start_method
+        if compile and fused_update:
+            raise ValueError("fused_update: writes its own backward, so it cannot run with compile=true; choose one")
         self.compile = compile
+        self.fused_update = fused_update
         self.worker_timeout_s = worker_timeout_s
         self.collective_timeout_s = collective_timeout_s
         self.sync_frac = sync_frac

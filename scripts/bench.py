@@ -20,7 +20,8 @@ Writes ``bench_results/bench.json`` and ``bench_results/bench.md`` (the tables) 
 * ``sb3``: the same for Stable-Baselines3 PPO with RL Zoo's hyperparameters (``scripts/sb3_solve.py``), side
   by side, when stable-baselines3 is installed (``pip install -e '.[sb3]'``);
 * ``suite``: continuous-control presets (``--suite-envs``) × ``--suite-seeds``, each with its recipe to its
-  budget: final held-out score as IQM with a 95% bootstrap CI beside the published PPO figures, wall seconds
+  budget, trained as the README's commands do (gymnasium samplers; ``--suite-envpool``: the envpool twins),
+  ``--suite-jobs`` runs at a time: final held-out score as IQM with a 95% bootstrap CI beside the published PPO figures, wall seconds
   per 1M env steps, curves; and training throughput against SB3 with the same hyperparameters on HalfCheetah
   (``scripts/suite.py``, ``scripts/sb3_suite.py``);
 * ``distributed``: training steps/s of the fast preset's schedule (16 samplers in all) in one process with 2
@@ -143,6 +144,39 @@ def update_ms(batch: int, num_mini_batch: int, repeats: int = 20, compile: bool 
     ppo_update(model, update_loss, opt, storage, repeats, num_mini_batch, 0.5, gen)
     sync()
     return (time.perf_counter() - t0) * 1000 / (repeats * num_mini_batch), first_s
+
+
+def mujoco_step_ms(threads: int, fused: bool, repeats: int = 5) -> float:
+    """ms per gradient step of the MuJoCo recipe (HalfCheetah's shapes: 17 observations, 6 actions, 64x64 tanh,
+    64-transition minibatches of a 2,048-step rollout) with ``threads`` torch threads, by autograd or with
+    ``machine.fused_update``'s gradients by hand."""
+    import torch
+
+    from models.actor_critic import MemorylessActorCritic
+    from rl_core.algo.fused_ppo import FusedPPOGradients
+    from rl_core.algo.ppo import PPOLoss, ppo_update, prepare_advantages
+    from rl_core.algo.storage import RolloutStorage
+
+    torch.set_num_threads(threads)
+    model = MemorylessActorCritic(17, 6, hidden_sizes=[64, 64], action_std=1.0, learn_std=True, log_prob="joint",
+                                  init="orthogonal", squash_mean=False, normalize_obs=True)
+    storage = RolloutStorage(512, 4, 17, 6, model.log_prob_dims, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    storage.obs.normal_(generator=gen)
+    storage.rewards.normal_(generator=gen)
+    with torch.no_grad():
+        mean, value = model(storage.obs[:-1])
+        storage.actions.copy_(mean + torch.randn(mean.shape, generator=gen))
+        storage.log_probs.copy_(model.log_prob(mean, storage.actions))
+        storage.values[:-1] = value
+    loss = PPOLoss()
+    prepare_advantages(storage, loss, 0.99, True, 0.95, False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4, eps=1e-5, fused=True)
+    update_loss = FusedPPOGradients(loss) if fused else loss
+    ppo_update(model, update_loss, opt, storage, 1, None, 0.5, gen, 64)  # warm-up
+    t0 = time.perf_counter()
+    ppo_update(model, update_loss, opt, storage, repeats, None, 0.5, gen, 64)
+    return (time.perf_counter() - t0) * 1000 / (repeats * 32)
 
 
 def gemm_gflops(n: int = 1024, repeats: int = 30) -> float:
@@ -345,6 +379,10 @@ def main() -> None:
     parser.add_argument("--suite-envs", default=",".join(suite.DEFAULT_ENVS),
                         help=f"suite section: env presets, comma-separated, of {list(suite.SUITE)}")
     parser.add_argument("--suite-seeds", default="1,2,3", help="suite section: training seeds")
+    parser.add_argument("--suite-envpool", action="store_true",
+                        help="suite section: train on the envs' envpool twins (the README's commands use gymnasium's)")
+    parser.add_argument("--suite-jobs", type=int, default=1,
+                        help="suite section: runs at a time (the scores do not change; wall times are then shared)")
     parser.add_argument("--offpolicy-presets", default=",".join(offpolicy.DEFAULT_SCORES),
                         help=f"offpolicy section: presets to score, of {list(offpolicy.SCORES)} ('' for none)")
     parser.add_argument("--offpolicy-seeds", default="1,2,3,4,5", help="offpolicy section: training seeds")
@@ -381,6 +419,10 @@ def main() -> None:
             table[name] = round(update_ms(batch, 1)[0], 2)
             ms, compile_s[name] = update_ms(batch, 1, compile=True)
             table[f"{name}, machine.compile=true"] = round(ms, 2)
+        for name, threads, fused in (("MuJoCo recipe: 64-transition minibatch, 2 threads", 2, False),
+                                     ("MuJoCo recipe, 1 thread", 1, False),
+                                     ("MuJoCo recipe, 1 thread, machine.fused_update=true (the recipe's)", 1, True)):
+            table[name] = round(mujoco_step_ms(threads, fused), 3)
         results["update_ms"] = table
         results["compile_s"] = {k: round(v, 1) for k, v in compile_s.items()}
         print("ms per PPO gradient step:", table, "compile s:", results["compile_s"], flush=True)
@@ -488,7 +530,7 @@ def main() -> None:
             raise SystemExit(f"--suite-envs: unknown {sorted(unknown)}; choose from {list(suite.SUITE)}")
         seeds = [int(s) for s in args.suite_seeds.split(",")][: 1 if args.quick else None]
         table = results.get("suite", {})  # envs not run this time keep their figures
-        table.update(suite.run_suite(out, envs, seeds, launch, "envpool" in backends))
+        table.update(suite.run_suite(out, envs, seeds, launch, args.suite_envpool, args.suite_jobs))
         results["suite"] = table
         suite.plot(table, out / "suite_curves.png")
         if _has("stable_baselines3") and "half_cheetah" in envs:

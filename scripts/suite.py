@@ -38,22 +38,28 @@ SB3_STEPS = 100_000
 
 
 def run_suite(out: Path, envs: list[str], seeds: list[int],
-              launch: Callable[[Path, list[str]], tuple[float, int, object]], envpool: bool) -> dict:
+              launch: Callable[[Path, list[str]], tuple[float, int, object]], envpool: bool, jobs: int = 1) -> dict:
     """Train every env × seed; returns {env: summary}. ``launch(run_dir, overrides)`` runs launch.py. With
     ``envpool`` the training samplers are the env's envpool twin (2-3x faster MuJoCo stepping); validation and
-    the held-out score stay on gymnasium's env either way."""
-    results = {}
-    for env in envs:
-        recipe, steps, published, target = SUITE[env]
-        runs = []
-        for seed in seeds:
-            run_dir = out / "suite" / f"{env}_{seed}"
-            wall, _, _ = launch(run_dir, [f"env={env}_envpool" if envpool else f"env={env}", f"experiment={recipe}",
-                                          f"seed={seed}", f"pipeline.stages.0.max_stage_steps={steps}"])
-            record = final_record(run_dir, seed, wall)
-            runs.append({**record, "wall_s_per_1M": round(wall / record["env_steps"] * 1e6, 1)})
-            print(f"suite {env} seed {seed}: { {k: v for k, v in runs[-1].items() if k != 'curve'} }", flush=True)
-        results[env] = {**summarize(env, runs), "training_envs": "envpool" if envpool else "gymnasium"}
+    the held-out score stay on gymnasium's env either way. ``jobs`` runs at a time: the scores do not depend
+    on it (a run's floats do not depend on timing), its wall times do, so they are marked as shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(env: str, seed: int) -> dict:
+        recipe, steps = SUITE[env][:2]
+        run_dir = out / "suite" / f"{env}_{seed}"
+        wall, _, _ = launch(run_dir, [f"env={env}_envpool" if envpool else f"env={env}", f"experiment={recipe}",
+                                      f"seed={seed}", f"pipeline.stages.0.max_stage_steps={steps}"])
+        record = final_record(run_dir, seed, wall)
+        record = {**record, "wall_s_per_1M": round(wall / record["env_steps"] * 1e6, 1)}
+        print(f"suite {env} seed {seed}: { {k: v for k, v in record.items() if k != 'curve'} }", flush=True)
+        return record
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {env: [pool.submit(one, env, seed) for seed in seeds] for env in envs}
+        results = {env: {**summarize(env, [f.result() for f in fs]), "training_envs": "envpool" if envpool else "gymnasium",
+                         "concurrent_runs": jobs}
+                   for env, fs in futures.items()}
     return results
 
 
@@ -136,7 +142,7 @@ def markdown(results: dict, throughput: dict | None) -> str:
         target = "—" if s["target"] is None else (f"≥ {s['target']:,}: " + ("met" if s["iqm"] >= s["target"] else "not met"))
         out += (f"| {env} | {s['recipe']}, {s.get('training_envs', 'gymnasium')} | {s['budget']:,} | {len(s['runs'])} | {s['iqm']:,.1f} "
                 f"[{s['ci'][0]:,.1f}, {s['ci'][1]:,.1f}] | {per} | {target} | {s['published']} "
-                f"| {s['median_wall_s_per_1M']:.0f} |\n")
+                f"| {s['median_wall_s_per_1M']:.0f}{' (' + str(s['concurrent_runs']) + ' runs at a time)' if s.get('concurrent_runs', 1) > 1 else ''} |\n")
     if throughput:
         out += (f"\nTraining throughput on HalfCheetah-v5, {SB3_STEPS:,} env steps, the MuJoCo recipe's hyperparameters:"
                 "\n\n| trainer | training env steps/s |\n|---|---|\n")

@@ -52,6 +52,9 @@ def _assert_one_line_error(proc, *fragments):
     (["model.activation=gelu"], ["model.activation: must be one of ('tanh', 'relu'), got 'gelu'"]),
     (["model.obs_clip=0"], ["model.obs_clip: must be > 0, got 0"]),
     (["model.use_sde=true", "model.sde_sample_freq=0"], ["model.sde_sample_freq: must be -1 (once per rollout) or >= 1"]),
+    (["machine.fused_update=true", "model.use_sde=true"],
+     ["machine.fused_update=true: model.use_sde=true (gSDE) has no fused update; set machine.fused_update=false"]),
+    (["machine.fused_update=true", "machine.compile=true"], ["machine.fused_update: writes its own backward"]),
     (["pipeline.minibatch_size=0"], ["pipeline.minibatch_size: must be >= 1, got 0 (stages[0])"]),
     (["pipeline.minibatch_size=401"], ["pipeline.stages[0]: minibatch_size=401 exceeds the rollout's num_steps x "
                                        "machine.num_samplers = 400 transitions"]),

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from rl_core.algo.compiled import CompiledLoss, LossFn
+from rl_core.algo.fused_ppo import FusedPPOGradients, fused_unsupported, gradient_step
 from rl_core.algo.optim import build_optimizer
 from rl_core.algo.reward_scaling import RewardScaler
 from rl_core.algo.storage import RolloutStorage
@@ -165,9 +166,8 @@ def ppo_update(model: nn.Module, loss: LossFn, optimizer: torch.optim.Optimizer,
     n = 0
     for _ in range(update_repeats):
         for batch in storage.minibatches(num_mini_batch, generator, minibatch_size):
-            total, info = loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            info = gradient_step(loss, model, batch)
             if sync_gradients is not None:
                 sync_gradients(params)
             nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -269,7 +269,10 @@ class PPO:
                                   f"machine.num_samplers={machine.num_samplers}; minibatches split the rollout by sampler")
         self.model, self.pipeline, self.machine, self.ranks = model, pipeline, machine, ranks
         self.device = machine.device
-        self.update_loss = CompiledLoss(self.loss) if machine.compile else self.loss
+        if machine.fused_update and (why := fused_unsupported(model)) is not None:
+            raise ConfigError(f"machine.fused_update=true: {why}; set machine.fused_update=false")
+        self.update_loss = (CompiledLoss(self.loss) if machine.compile
+                            else FusedPPOGradients(self.loss) if machine.fused_update else self.loss)
         self.optimizer, self.scheduler = build_optimizer(pipeline, model.parameters())
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.reward_scaler = (RewardScaler(machine.num_samplers, pipeline.reward_clip)
